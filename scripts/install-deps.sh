@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything nvload needs to build and test on Debian 12: compilers and libraries from
+# apt, Python test dependencies into a private venv (.cache/venv), and the default model.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    build-essential cmake ninja-build pkg-config git clang clang-format llvm
+    libcmocka-dev libpciaccess-dev liburing-dev libmicrohttpd-dev libcjson-dev
+    python3 python3-venv python3-pip curl
+    qemu-system-x86 qemu-utils busybox-static cpio kmod zstd
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python packages used only by tests (independent reference implementations and clients).
+VENV=.cache/venv
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+PY_PACKAGES=(numpy gguf openai)
+if ! "$VENV/bin/python" -c "import numpy, gguf, openai" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
+fi
