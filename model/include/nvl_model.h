@@ -3,5 +3,7 @@
 #define NVL_MODEL_H
 
 #include "nvl_loader.h"
+#include "nvl_model/quant.h"
+#include "nvl_model/gguf.h"
 
 #endif
