@@ -32,3 +32,6 @@ PY_PACKAGES=(numpy gguf openai)
 if ! "$VENV/bin/python" -c "import numpy, gguf, openai" 2>/dev/null; then
     "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
+
+# The default model (SmolLM2-135M-Instruct Q4_1), cached in .cache/models.
+scripts/fetch-model.sh >/dev/null

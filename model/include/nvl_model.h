@@ -5,5 +5,7 @@
 #include "nvl_loader.h"
 #include "nvl_model/quant.h"
 #include "nvl_model/gguf.h"
+#include "nvl_model/sampler.h"
+#include "nvl_model/chat.h"
 
 #endif
