@@ -204,12 +204,13 @@ int nvl_ggml_row_size(uint32_t type, uint64_t n, uint64_t *bytes);
 /* Converts n elements of `type` at src into fp32. n must be a multiple of the block size.
  * Returns 0, -EINVAL (n not a multiple of the block size) or -ENOTSUP (type not supported:
  * see traits.can_dequantize). Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1,
- * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K. src needs no alignment. */
+ * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K. src must be 2-byte aligned (4 for Q8_K), as GGUF
+ * tensor data is. */
 int nvl_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
 /* Converts n fp32 elements into `type` (reference quantizers, same results as ggml's
  * quantize_row_*_ref). Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q4_K,
- * Q6_K, Q8_K. Returns 0, -EINVAL or -ENOTSUP as nvl_dequantize_row(). */
+ * Q6_K, Q8_K. src must be finite. Returns 0, -EINVAL or -ENOTSUP as nvl_dequantize_row(). */
 int nvl_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
 /* Scalar IEEE binary16 and bfloat16 conversions (round to nearest even; NaN stays NaN). */
