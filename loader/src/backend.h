@@ -94,8 +94,9 @@ struct nvl_loader {
     struct nvl_loader_opts opts; /* copy, defaults filled in; opts.path points at path_copy */
     char *path_copy;
     const struct nvl_backend_ops *ops;
-    void *be; /* the backend's state */
-    char reason[1024];
+    void *be;               /* the backend's state */
+    char reason[1024];      /* the chosen backend, why, and what its create() added */
+    char reason_rest[1024]; /* why the others were not chosen; appended after create() */
 
     uint64_t capacity;   /* bytes of the target */
     uint32_t block_size; /* read granule: LBA size or the file's O_DIRECT alignment */
@@ -109,6 +110,7 @@ struct nvl_loader {
      * Host-mapped pinned memory when CUDA is present (words_dev is the GPU's view). */
     uint32_t *words;
     uint32_t *words_dev;
+    bool words_pinned; /* words came from the CUDA host allocator */
     uint32_t n_words;
     uint64_t words_free; /* bitmap of free words (n_words <= 64) */
     uint32_t seq;        /* last value handed out */
@@ -116,7 +118,7 @@ struct nvl_loader {
     atomic_bool needs_reset;
     pthread_mutex_t lock; /* guards r->done transitions for the condvar, slot busy bits */
     pthread_cond_t cond;
-    uint32_t in_flight;
+    struct nvl_read *reads; /* reads submitted and not yet waited for */
 };
 
 struct nvl_read {
@@ -142,7 +144,8 @@ struct nvl_read {
     double t_end;
     double cpu_end;
 
-    void *be_priv; /* the backend's per-read state */
+    void *be_priv;                /* the backend's per-read state */
+    struct nvl_read *next, *prev; /* on loader->reads */
 };
 
 /* Called by the backend exactly once per read, from any thread: records the outcome and the end
