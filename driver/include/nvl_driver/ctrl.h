@@ -148,6 +148,11 @@ struct nvl_qpair_desc {
     uint32_t max_transfer; /* bytes per command */
     uint32_t lba_size;
     uint32_t nsid;
+    /* Ring state when described: where an engine that claims the pair carries on from. */
+    uint32_t sq_tail;
+    uint32_t sq_head;
+    uint32_t cq_head;
+    uint32_t cq_phase;
 };
 void nvl_qpair_describe(const struct nvl_qpair *qp, struct nvl_qpair_desc *d);
 
