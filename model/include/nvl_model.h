@@ -7,5 +7,6 @@
 #include "nvl_model/gguf.h"
 #include "nvl_model/sampler.h"
 #include "nvl_model/chat.h"
+#include "nvl_model/tokenizer.h"
 
 #endif
