@@ -7,6 +7,7 @@
 #include "nvl_model/gguf.h"
 #include "nvl_model/sampler.h"
 #include "nvl_model/chat.h"
+#include "nvl_model/llama.h"
 #include "nvl_model/tokenizer.h"
 
 #endif

@@ -1,0 +1,556 @@
+/* Portable CPU kernels and the run-time kernel selection. See cpu_ops.h. */
+#include "cpu_ops.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "cpu_ops_impl.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Activation quantization */
+
+static void act_quantize_q8(const float *x, void *dst, int64_t n)
+{
+    struct cpu_block_q8 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            int v = (int)lrintf(x[j] * id);
+            b[i].qs[j] = (int8_t)v;
+            sum += v;
+        }
+        b[i].d = d;
+        b[i].sum = sum;
+    }
+}
+
+/* Q8_K with a symmetric [-127, 127] range (ggml uses [-128, 127]); the kernels then never meet
+ * -128, which keeps the AVX2 sign trick exact. */
+static void act_quantize_q8k(const float *x, void *dst, int64_t n)
+{
+    struct nvl_block_q8_K *b = dst;
+    for (int64_t i = 0; i < n / NVL_QK_K; i++, x += NVL_QK_K) {
+        float amax = 0.0f;
+        for (int j = 0; j < NVL_QK_K; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d ? 1.0f / d : 0.0f;
+        for (int j = 0; j < NVL_QK_K; j++)
+            b[i].qs[j] = (int8_t)lrintf(x[j] * id);
+        for (int g = 0; g < NVL_QK_K / 16; g++) {
+            int sum = 0;
+            for (int j = 0; j < 16; j++)
+                sum += b[i].qs[g * 16 + j];
+            b[i].bsums[g] = (int16_t)sum;
+        }
+        b[i].d = d;
+    }
+}
+
+size_t cpu_act_row_bytes(enum cpu_act act, int64_t n)
+{
+    switch (act) {
+    case CPU_ACT_Q8:
+        return (size_t)(n / 32) * sizeof(struct cpu_block_q8);
+    case CPU_ACT_Q8K:
+        return (size_t)(n / NVL_QK_K) * sizeof(struct nvl_block_q8_K);
+    default:
+        return (size_t)n * sizeof(float);
+    }
+}
+
+void cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t n)
+{
+    switch (act) {
+    case CPU_ACT_Q8:
+        act_quantize_q8(x, dst, n);
+        break;
+    case CPU_ACT_Q8K:
+        act_quantize_q8k(x, dst, n);
+        break;
+    default:
+        memcpy(dst, x, (size_t)n * sizeof(float));
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Portable dot products. Inner loops are plain integer loops over a block, which compilers
+ * vectorize where they can; the AVX2 versions are in cpu_ops_avx2.c. */
+
+float cpu__dot_f32_generic(const float *a, const float *b, int64_t n)
+{
+    /* Eight partial sums: independent chains for the FPU, and an order that does not depend on
+     * the thread count or on where a row starts. */
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * b[i + j];
+    for (; i < n; i++)
+        acc[0] += a[i] * b[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+float cpu__dot_f16_generic(const float *a, const uint16_t *b, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * nvl_fp16_to_fp32(b[i + j]);
+    for (; i < n; i++)
+        acc[0] += a[i] * nvl_fp16_to_fp32(b[i]);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+void cpu__axpy_f16_generic(float *y, float a, const uint16_t *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * nvl_fp16_to_fp32(x[i]);
+}
+
+void cpu__f32_to_f16_generic(const float *x, uint16_t *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = nvl_fp32_to_fp16(x[i]);
+}
+
+static float dot_f32_row(const void *w, const void *x, int64_t n)
+{
+    return cpu_dot_f32(w, x, n);
+}
+
+float cpu__dot_q4_0_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q4_0 *w = vw;
+    const struct cpu_block_q8 *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < 16; j++)
+            isum += (w[i].qs[j] & 0x0f) * x[i].qs[j] + (w[i].qs[j] >> 4) * x[i].qs[j + 16];
+        sum += nvl_fp16_to_fp32(w[i].d) * x[i].d * (float)(isum - 8 * x[i].sum);
+    }
+    return sum;
+}
+
+float cpu__dot_q4_1_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q4_1 *w = vw;
+    const struct cpu_block_q8 *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < 16; j++)
+            isum += (w[i].qs[j] & 0x0f) * x[i].qs[j] + (w[i].qs[j] >> 4) * x[i].qs[j + 16];
+        sum += x[i].d * (nvl_fp16_to_fp32(w[i].d) * (float)isum +
+                         nvl_fp16_to_fp32(w[i].m) * (float)x[i].sum);
+    }
+    return sum;
+}
+
+/* The 5-bit formats: bit j of qh is the fifth bit of element j (low nibbles are elements 0-15,
+ * high nibbles 16-31). */
+static int32_t q5_isum(const uint8_t *qs, const uint8_t *qh_bytes, const int8_t *x)
+{
+    uint32_t qh;
+    memcpy(&qh, qh_bytes, sizeof(qh));
+    int32_t isum = 0;
+    for (int j = 0; j < 16; j++) {
+        int lo = (qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+        int hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+        isum += lo * x[j] + hi * x[j + 16];
+    }
+    return isum;
+}
+
+float cpu__dot_q5_0_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q5_0 *w = vw;
+    const struct cpu_block_q8 *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        int32_t isum = q5_isum(w[i].qs, w[i].qh, x[i].qs);
+        sum += nvl_fp16_to_fp32(w[i].d) * x[i].d * (float)(isum - 16 * x[i].sum);
+    }
+    return sum;
+}
+
+float cpu__dot_q5_1_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q5_1 *w = vw;
+    const struct cpu_block_q8 *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        int32_t isum = q5_isum(w[i].qs, w[i].qh, x[i].qs);
+        sum += x[i].d * (nvl_fp16_to_fp32(w[i].d) * (float)isum +
+                         nvl_fp16_to_fp32(w[i].m) * (float)x[i].sum);
+    }
+    return sum;
+}
+
+float cpu__dot_q8_0_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q8_0 *w = vw;
+    const struct cpu_block_q8 *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < 32; j++)
+            isum += w[i].qs[j] * x[i].qs[j];
+        sum += nvl_fp16_to_fp32(w[i].d) * x[i].d * (float)isum;
+    }
+    return sum;
+}
+
+/* K-quants: each super-block of 256 is unpacked to 8-bit quants and per-sub-block integer scales
+ * (and mins), then dotted with the Q8_K activation; the mins meet the activation's bsums. The
+ * bit layouts follow ggml's dequantize_row_q*_K. */
+
+/* Q4_K and Q5_K pack 8 six-bit scales and 8 six-bit mins into 12 bytes. */
+static void k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Sum over 8 sub-blocks of 32 of sc[s] * (q . x). */
+static int32_t k_isum32(const int8_t *q, const int8_t *x, const int *sc)
+{
+    int32_t isum = 0;
+    for (int s = 0; s < 8; s++) {
+        int32_t part = 0;
+        for (int l = 0; l < 32; l++)
+            part += q[s * 32 + l] * x[s * 32 + l];
+        isum += sc[s] * part;
+    }
+    return isum;
+}
+
+/* Sum over 16 sub-blocks of 16 of sc[s] * (q . x). */
+static int32_t k_isum16(const int8_t *q, const int8_t *x, const int *sc)
+{
+    int32_t isum = 0;
+    for (int s = 0; s < 16; s++) {
+        int32_t part = 0;
+        for (int l = 0; l < 16; l++)
+            part += q[s * 16 + l] * x[s * 16 + l];
+        isum += sc[s] * part;
+    }
+    return isum;
+}
+
+float cpu__dot_q2_K_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q2_K *w = vw;
+    const struct nvl_block_q8_K *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / NVL_QK_K; i++) {
+        int8_t q[NVL_QK_K];
+        int sc[16];
+        int32_t msum = 0;
+        const uint8_t *qs = w[i].qs;
+        for (int half = 0; half < 2; half++, qs += 32)
+            for (int shift = 0; shift < 4; shift++)
+                for (int l = 0; l < 32; l++)
+                    q[half * 128 + shift * 32 + l] = (int8_t)((qs[l] >> (2 * shift)) & 3);
+        for (int s = 0; s < 16; s++) {
+            sc[s] = w[i].scales[s] & 0x0f;
+            msum += (w[i].scales[s] >> 4) * x[i].bsums[s];
+        }
+        int32_t isum = k_isum16(q, x[i].qs, sc);
+        sum += x[i].d *
+               (nvl_fp16_to_fp32(w[i].d) * (float)isum - nvl_fp16_to_fp32(w[i].dmin) * (float)msum);
+    }
+    return sum;
+}
+
+float cpu__dot_q3_K_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q3_K *w = vw;
+    const struct nvl_block_q8_K *x = vx;
+    const uint32_t kmask1 = 0x03030303u, kmask2 = 0x0f0f0f0fu;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / NVL_QK_K; i++) {
+        uint32_t aux[4];
+        memcpy(aux, w[i].scales, 12);
+        const uint32_t tmp = aux[2];
+        aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+        aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+        aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+        aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+        uint8_t sc6[16];
+        memcpy(sc6, aux, 16);
+        int sc[16];
+        for (int s = 0; s < 16; s++)
+            sc[s] = (int)sc6[s] - 32;
+
+        int8_t q[NVL_QK_K];
+        const uint8_t *qs = w[i].qs;
+        const uint8_t *hm = w[i].hmask;
+        int bit = 0;
+        for (int half = 0; half < 2; half++, qs += 32)
+            for (int shift = 0; shift < 4; shift++, bit++)
+                for (int l = 0; l < 32; l++)
+                    q[half * 128 + shift * 32 + l] =
+                        (int8_t)(((qs[l] >> (2 * shift)) & 3) - ((hm[l] >> bit) & 1 ? 0 : 4));
+        int32_t isum = k_isum16(q, x[i].qs, sc);
+        sum += x[i].d * nvl_fp16_to_fp32(w[i].d) * (float)isum;
+    }
+    return sum;
+}
+
+float cpu__dot_q4_K_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q4_K *w = vw;
+    const struct nvl_block_q8_K *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / NVL_QK_K; i++) {
+        int8_t q[NVL_QK_K];
+        int sc[8], mn[8];
+        int32_t msum = 0;
+        for (int s = 0; s < 8; s++) {
+            k4_scale_min(s, w[i].scales, &sc[s], &mn[s]);
+            msum += mn[s] * (x[i].bsums[2 * s] + x[i].bsums[2 * s + 1]);
+        }
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                q[c * 64 + l] = (int8_t)(w[i].qs[c * 32 + l] & 0x0f);
+                q[c * 64 + 32 + l] = (int8_t)(w[i].qs[c * 32 + l] >> 4);
+            }
+        int32_t isum = k_isum32(q, x[i].qs, sc);
+        sum += x[i].d *
+               (nvl_fp16_to_fp32(w[i].d) * (float)isum - nvl_fp16_to_fp32(w[i].dmin) * (float)msum);
+    }
+    return sum;
+}
+
+float cpu__dot_q5_K_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q5_K *w = vw;
+    const struct nvl_block_q8_K *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / NVL_QK_K; i++) {
+        int8_t q[NVL_QK_K];
+        int sc[8], mn[8];
+        int32_t msum = 0;
+        for (int s = 0; s < 8; s++) {
+            k4_scale_min(s, w[i].scales, &sc[s], &mn[s]);
+            msum += mn[s] * (x[i].bsums[2 * s] + x[i].bsums[2 * s + 1]);
+        }
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                int lo_hi = (w[i].qh[l] >> (2 * c)) & 1;
+                int hi_hi = (w[i].qh[l] >> (2 * c + 1)) & 1;
+                q[c * 64 + l] = (int8_t)((w[i].qs[c * 32 + l] & 0x0f) | (lo_hi << 4));
+                q[c * 64 + 32 + l] = (int8_t)((w[i].qs[c * 32 + l] >> 4) | (hi_hi << 4));
+            }
+        int32_t isum = k_isum32(q, x[i].qs, sc);
+        sum += x[i].d *
+               (nvl_fp16_to_fp32(w[i].d) * (float)isum - nvl_fp16_to_fp32(w[i].dmin) * (float)msum);
+    }
+    return sum;
+}
+
+float cpu__dot_q6_K_generic(const void *vw, const void *vx, int64_t n)
+{
+    const struct nvl_block_q6_K *w = vw;
+    const struct nvl_block_q8_K *x = vx;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / NVL_QK_K; i++) {
+        int8_t q[NVL_QK_K];
+        int sc[16];
+        for (int s = 0; s < 16; s++)
+            sc[s] = w[i].scales[s];
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = w[i].ql + half * 64;
+            const uint8_t *qh = w[i].qh + half * 32;
+            int8_t *o = q + half * 128;
+            for (int l = 0; l < 32; l++) {
+                o[l] = (int8_t)(((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                o[l + 32] = (int8_t)(((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        }
+        int32_t isum = k_isum16(q, x[i].qs, sc);
+        sum += x[i].d * nvl_fp16_to_fp32(w[i].d) * (float)isum;
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernel selection */
+
+static struct cpu_type_ops type_ops[NVL_GGML_TYPE_COUNT];
+static bool type_ops_valid[NVL_GGML_TYPE_COUNT];
+static const char *kernels_name = "generic";
+static float (*dot_f32_impl)(const float *, const float *, int64_t) = cpu__dot_f32_generic;
+static float (*dot_f16_impl)(const float *, const uint16_t *, int64_t) = cpu__dot_f16_generic;
+static void (*axpy_f16_impl)(float *, float, const uint16_t *, int64_t) = cpu__axpy_f16_generic;
+static void (*f32_to_f16_impl)(const float *, uint16_t *, int64_t) = cpu__f32_to_f16_generic;
+static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
+
+static void set_ops(enum nvl_ggml_type t, enum cpu_act act, cpu_vec_dot_fn dot)
+{
+    type_ops[t] = (struct cpu_type_ops){.act = act, .dot = dot};
+    type_ops_valid[t] = true;
+}
+
+static void ops_select(void)
+{
+    set_ops(NVL_GGML_TYPE_F32, CPU_ACT_F32, dot_f32_row);
+    set_ops(NVL_GGML_TYPE_Q4_0, CPU_ACT_Q8, cpu__dot_q4_0_generic);
+    set_ops(NVL_GGML_TYPE_Q4_1, CPU_ACT_Q8, cpu__dot_q4_1_generic);
+    set_ops(NVL_GGML_TYPE_Q5_0, CPU_ACT_Q8, cpu__dot_q5_0_generic);
+    set_ops(NVL_GGML_TYPE_Q5_1, CPU_ACT_Q8, cpu__dot_q5_1_generic);
+    set_ops(NVL_GGML_TYPE_Q8_0, CPU_ACT_Q8, cpu__dot_q8_0_generic);
+    set_ops(NVL_GGML_TYPE_Q2_K, CPU_ACT_Q8K, cpu__dot_q2_K_generic);
+    set_ops(NVL_GGML_TYPE_Q3_K, CPU_ACT_Q8K, cpu__dot_q3_K_generic);
+    set_ops(NVL_GGML_TYPE_Q4_K, CPU_ACT_Q8K, cpu__dot_q4_K_generic);
+    set_ops(NVL_GGML_TYPE_Q5_K, CPU_ACT_Q8K, cpu__dot_q5_K_generic);
+    set_ops(NVL_GGML_TYPE_Q6_K, CPU_ACT_Q8K, cpu__dot_q6_K_generic);
+    /* Everything else the dequantizer knows goes through fp32 rows. */
+    for (int t = 0; t < NVL_GGML_TYPE_COUNT; t++) {
+        const struct nvl_ggml_type_traits *tr = nvl_ggml_type_traits((uint32_t)t);
+        if (!type_ops_valid[t] && tr && tr->can_dequantize && t != NVL_GGML_TYPE_Q8_K &&
+            t != NVL_GGML_TYPE_Q8_1)
+            set_ops((enum nvl_ggml_type)t, CPU_ACT_F32, NULL);
+    }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
+        kernels_name = "avx2";
+        dot_f32_impl = cpu__dot_f32_avx2;
+        dot_f16_impl = cpu__dot_f16_avx2;
+        axpy_f16_impl = cpu__axpy_f16_avx2;
+        f32_to_f16_impl = cpu__f32_to_f16_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_0].dot = cpu__dot_q4_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_1].dot = cpu__dot_q4_1_avx2;
+        type_ops[NVL_GGML_TYPE_Q5_0].dot = cpu__dot_q5_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q5_1].dot = cpu__dot_q5_1_avx2;
+        type_ops[NVL_GGML_TYPE_Q8_0].dot = cpu__dot_q8_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_K].dot = cpu__dot_q4_K_avx2;
+        type_ops[NVL_GGML_TYPE_Q6_K].dot = cpu__dot_q6_K_avx2;
+    }
+#endif
+}
+
+void cpu_ops_init(void)
+{
+    pthread_once(&ops_once, ops_select);
+}
+
+const char *cpu_ops_kernels(void)
+{
+    cpu_ops_init();
+    return kernels_name;
+}
+
+const struct cpu_type_ops *cpu_type_ops(enum nvl_ggml_type type)
+{
+    cpu_ops_init();
+    if ((unsigned)type >= NVL_GGML_TYPE_COUNT || !type_ops_valid[type])
+        return NULL;
+    return &type_ops[type];
+}
+
+float cpu_dot_f32(const float *a, const float *b, int64_t n)
+{
+    return dot_f32_impl(a, b, n);
+}
+
+float cpu_dot_f16(const float *a, const uint16_t *b, int64_t n)
+{
+    return dot_f16_impl(a, b, n);
+}
+
+void cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
+{
+    axpy_f16_impl(y, a, x, n);
+}
+
+void cpu_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+void cpu_f32_to_f16(const float *x, uint16_t *y, int64_t n)
+{
+    f32_to_f16_impl(x, y, n);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Matrix product */
+
+void cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float *scratch)
+{
+    const struct cpu_type_ops *ops = cpu_type_ops(mm->w_type);
+    const uint8_t *w = (const uint8_t *)mm->w + (uint64_t)r0 * mm->w_row_bytes;
+    const uint8_t *x = mm->x;
+    for (int64_t r = r0; r < r1; r++, w += mm->w_row_bytes) {
+        const void *row = w;
+        cpu_vec_dot_fn dot = ops->dot;
+        if (!dot) {
+            /* Cannot fail: load accepted only types the dequantizer supports, with rows that are
+             * whole blocks. */
+            nvl_dequantize_row(mm->w_type, w, scratch, mm->k);
+            row = scratch;
+            dot = dot_f32_row;
+        }
+        for (int32_t t = 0; t < mm->n_tok; t++) {
+            float v = dot(row, x + (size_t)t * mm->x_stride, mm->k);
+            float *y = &mm->y[(size_t)t * mm->y_stride + (size_t)r];
+            *y = mm->accumulate ? *y + v : v;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Vector operations */
+
+void cpu_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps)
+{
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * scale * g[i];
+}
+
+void cpu_softmax(float *x, int64_t n)
+{
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        max = fmaxf(max, x[i]);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void cpu_swiglu(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}

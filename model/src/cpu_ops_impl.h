@@ -1,0 +1,38 @@
+/* The kernel variants behind cpu_ops.h's dispatch: portable ones (cpu_ops.c) and AVX2/FMA/F16C
+ * ones (cpu_ops_avx2.c, compiled with per-function target attributes so the file builds without
+ * -mavx2). Tests compare each variant with the dequantizer. */
+#ifndef NVL_MODEL_CPU_OPS_IMPL_H
+#define NVL_MODEL_CPU_OPS_IMPL_H
+
+#include <stdint.h>
+
+float cpu__dot_f32_generic(const float *a, const float *b, int64_t n);
+float cpu__dot_f16_generic(const float *a, const uint16_t *b, int64_t n);
+void cpu__axpy_f16_generic(float *y, float a, const uint16_t *x, int64_t n);
+void cpu__f32_to_f16_generic(const float *x, uint16_t *y, int64_t n);
+float cpu__dot_q4_0_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q4_1_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q5_0_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q5_1_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q8_0_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q2_K_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q3_K_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q4_K_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q5_K_generic(const void *w, const void *x, int64_t n);
+float cpu__dot_q6_K_generic(const void *w, const void *x, int64_t n);
+
+#if defined(__x86_64__)
+float cpu__dot_f32_avx2(const float *a, const float *b, int64_t n);
+float cpu__dot_f16_avx2(const float *a, const uint16_t *b, int64_t n);
+void cpu__axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n);
+void cpu__f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n);
+float cpu__dot_q4_0_avx2(const void *w, const void *x, int64_t n);
+float cpu__dot_q4_1_avx2(const void *w, const void *x, int64_t n);
+float cpu__dot_q5_0_avx2(const void *w, const void *x, int64_t n);
+float cpu__dot_q5_1_avx2(const void *w, const void *x, int64_t n);
+float cpu__dot_q8_0_avx2(const void *w, const void *x, int64_t n);
+float cpu__dot_q4_K_avx2(const void *w, const void *x, int64_t n);
+float cpu__dot_q6_K_avx2(const void *w, const void *x, int64_t n);
+#endif
+
+#endif
