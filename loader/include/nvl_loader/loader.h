@@ -62,7 +62,9 @@ struct nvl_loader_opts {
     const char *path;                /* file or block device for file/gds; NULL when none */
     uint32_t n_slots;                /* pinned staging slots (default 4) */
     uint64_t slot_bytes;             /* bytes per slot, rounded up to 2 MiB (default 64 MiB) */
-    uint32_t n_queues;               /* I/O queue pairs / io_uring rings / threads (default 4) */
+    uint32_t first_queue;            /* NVMe backends use the controller's I/O queue pairs */
+    uint32_t n_queues;               /* [first_queue, first_queue + n_queues) (default 0, 4); */
+                                     /* file/gds: n_queues sizes their thread pools */
     uint32_t queue_depth;            /* commands in flight per queue (default 64) */
     int cuda_device;                 /* CUDA device for gpu-nvme/gds/device dsts (default 0) */
     uint32_t timeout_ms; /* a command outstanding longer fails the read (default 5000) */
