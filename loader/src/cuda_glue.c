@@ -32,6 +32,11 @@ int nvl__cuda_device_probe(int dev, char *name, size_t name_len)
     return 0;
 }
 
+int nvl__cuda_set_device(int dev)
+{
+    return cudaSetDevice(dev) == cudaSuccess ? 0 : -ENODEV;
+}
+
 int nvl__cuda_host_register(void *p, size_t n, void **dev)
 {
     if (cudaHostRegister(p, n, cudaHostRegisterMapped | cudaHostRegisterPortable) != cudaSuccess)
@@ -108,8 +113,9 @@ int nvl__cuda_stream_wait_word(void *stream, const uint32_t *word, uint32_t valu
     if (!fn) {
         void *p = NULL;
 
-        if (cudaGetDriverEntryPoint("cuStreamWaitValue32", &p, cudaEnableDefault, &q) !=
-                cudaSuccess ||
+        /* cuStreamWaitValue32 has had this ABI since CUDA 8; ask for the 12.0 version. */
+        if (cudaGetDriverEntryPointByVersion("cuStreamWaitValue32", &p, 12000, cudaEnableDefault,
+                                             &q) != cudaSuccess ||
             q != cudaDriverEntryPointSuccess || !p)
             return -ENOTSUP;
         fn = (stream_wait_fn)p;
@@ -126,6 +132,12 @@ int nvl__cuda_device_probe(int dev, char *name, size_t name_len)
 {
     (void)dev;
     snprintf(name, name_len, "built without CUDA");
+    return -ENOTSUP;
+}
+
+int nvl__cuda_set_device(int dev)
+{
+    (void)dev;
     return -ENOTSUP;
 }
 

@@ -10,6 +10,9 @@
  * otherwise, with the reason in name. */
 int nvl__cuda_device_probe(int dev, char *name, size_t name_len);
 
+/* Makes dev the calling thread's current CUDA device. */
+int nvl__cuda_set_device(int dev);
+
 /* Pins host memory [p, p + n) for the GPU (mapped, portable) and returns its device pointer. */
 int nvl__cuda_host_register(void *p, size_t n, void **dev);
 void nvl__cuda_host_unregister(void *p);
