@@ -197,8 +197,8 @@ int nvl__qpair_process(struct nvl_qpair *qp, uint32_t max)
         /* The phase tag publishes the entry: read the body only after it. */
         nvl_mmio_rmb();
         cqe = *nvme_cq_head_entry(&qp->cq);
-        if (cqe.sqid != qp->qid || nvme_sq_update_head(&qp->sq, cqe.sqhd) ||
-            !nvme_cid_busy(&qp->cids, cqe.cid)) {
+        if (cqe.sqid != qp->qid || !nvme_cid_busy(&qp->cids, cqe.cid) ||
+            nvme_sq_update_head(&qp->sq, cqe.sqhd)) {
             nvl_log_error(qp->ctrl->name,
                           "queue %u: malformed completion (sqid %u, cid %u, sqhd %u; sq head "
                           "%u tail %u): the controller needs a reset",
