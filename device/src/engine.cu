@@ -169,7 +169,7 @@ static __device__ uint32_t claim(struct warp_state *w, const struct nvl_engine_p
 {
     const uint32_t mask = p.ring_entries - 1u;
     uint32_t got = 0, n_seg = 0, guard;
-    int refreshed = 0;
+    int refreshed = 0, gated = 0;
 
     *claimed_any = 0;
     for (guard = 0; guard < 4096u && got < want && n_seg < 32u; guard++) {
@@ -200,13 +200,11 @@ static __device__ uint32_t claim(struct warp_state *w, const struct nvl_engine_p
             uint32_t g = nvl_dev_ld_sys_u32((const void *)w->cur.gate_addr);
 
             if ((int32_t)(g - w->cur.gate_value) < 0) {
-                if (!w->gate_since)
-                    w->gate_since = nvl_dev_now_ns() | 1u;
+                gated = 1;
                 break;
             }
             nvl_dev_fence_acquire_sys();
         }
-        w->gate_since = 0;
         n_cmds = w->cur_ok ? w->cur_plan.n_cmds : 1u;
         old = ld_volatile_u64(&m->claim);
         if ((uint32_t)(old >> 32) != r)
@@ -237,6 +235,10 @@ static __device__ uint32_t claim(struct warp_state *w, const struct nvl_engine_p
         n_seg++;
         got += take;
     }
+    if (!gated)
+        w->gate_since = 0;
+    else if (!w->gate_since)
+        w->gate_since = nvl_dev_now_ns() | 1u;
     w->n_seg = n_seg;
     return got;
 }
@@ -537,8 +539,10 @@ static __global__ void __launch_bounds__(32, 1) engine_kernel(const struct nvl_e
             last_to = now;
         }
         if (lane == 0) {
-            /* A gate that stays closed past the timeout would keep a stop from ever draining. */
-            if (w.gate_since && now - w.gate_since > p.timeout_ns)
+            /* A gate that stays closed past the timeout would keep a stop from ever draining.
+             * While running, a closed gate is the host's business (it opens it when it has
+             * copied a staging buffer out). */
+            if (stop && w.gate_since && now - w.gate_since > p.timeout_ns)
                 set_fatal(p, nvl_engine_st_make(NVL_ENGINE_ST_TIMEOUT, 1));
             done = stop && w.cids.used == 0 && ld_volatile_u32(&p.global->req_next) == w.producer;
         }

@@ -138,6 +138,8 @@ static void qp_state_from_desc(struct nvl_host_engine *e, uint32_t i)
     q->cq.head = d->cq_head;
     q->cq.phase = (uint16_t)d->cq_phase;
     q->n_cids = d->depth - 1 < NVL_ENGINE_MAX_CIDS ? d->depth - 1 : NVL_ENGINE_MAX_CIDS;
+    if (e->opts.max_inflight && e->opts.max_inflight < q->n_cids)
+        q->n_cids = e->opts.max_inflight;
 }
 
 static void release_queues(struct nvl_host_engine *e)
@@ -720,6 +722,11 @@ int nvl_host_engine_wait(struct nvl_host_engine *e, uint32_t first, uint32_t n, 
             nap *= 2;
     }
     return rc;
+}
+
+uint32_t nvl_host_engine_room(const struct nvl_host_engine *e)
+{
+    return e->opts.ring_entries - (e->producer - e->oldest);
 }
 
 void nvl_host_engine_release(struct nvl_host_engine *e, uint32_t first, uint32_t n)

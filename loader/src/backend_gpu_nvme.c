@@ -40,18 +40,17 @@
 
 struct piece {
     uint32_t bounce;
-    uint32_t fill;  /* fill number of that bounce slot this piece is */
-    uint64_t skip;  /* first byte of the bounce slot to deliver */
-    uint64_t len;   /* bytes delivered */
-    uint8_t *dst;   /* destination of those bytes */
+    uint32_t fill; /* fill number of that bounce slot this piece is */
+    uint64_t skip; /* first byte of the bounce slot to deliver */
+    uint64_t len;  /* bytes delivered */
+    uint8_t *dst;  /* destination of those bytes */
 };
 
 struct gpu_read {
     uint32_t first; /* engine requests [first, first + n) */
     uint32_t n;
-    struct piece *pieces; /* bounce reads; NULL for slot reads */
-    uint32_t copied;      /* host destinations: pieces copied out */
-    int finished;         /* nvl__read_complete called */
+    struct piece *pieces;         /* bounce reads; NULL for slot reads */
+    uint32_t copied;              /* host destinations: pieces copied out */
     struct gpu_read *prev, *next; /* in flight */
     struct nvl_read *r;
 };
@@ -69,7 +68,7 @@ struct gpu_nvme {
     uint32_t *copy_word, *copy_word_dev;
     uint32_t fill_seq[MAX_BOUNCE];
     cudaStream_t copy_stream;
-    struct gpu_read *inflight;
+    struct gpu_read *oldest, *newest; /* reads in flight, in submission order */
 };
 
 static int gpu_nvme_probe(const struct nvl_loader_opts *o, char *why, size_t why_len)
@@ -139,21 +138,23 @@ static void finish(struct gpu_nvme *g, struct gpu_read *gr, int err, uint16_t nv
     struct nvl_loader *l = g->l;
     struct nvl_read *r = gr->r;
 
-    if (gr->finished)
-        return;
-    gr->finished = 1;
     nvl_host_engine_release(g->eng, gr->first, gr->n);
     if (gr->prev)
         gr->prev->next = gr->next;
     else
-        g->inflight = gr->next;
+        g->oldest = gr->next;
     if (gr->next)
         gr->next->prev = gr->prev;
+    else
+        g->newest = gr->prev;
     /* Normally the GPU (notify, copy stream) or the host copy-out has advanced the word; on a
      * failure nobody may have. It only counts up, so a second store of the same value is
      * harmless. */
     if (err || r->dst.kind == NVL_DST_HOST)
         __atomic_store_n(&l->words[r->word], r->value, __ATOMIC_RELEASE);
+    r->be_priv = NULL;
+    free(gr->pieces);
+    free(gr);
     nvl__read_complete(r, err, nvme);
 }
 
@@ -182,10 +183,14 @@ static int gpu_nvme_poll(struct nvl_loader *l, struct nvl_read *r)
     uint16_t nvme;
     int rc, err;
 
-    if (gr->finished)
-        return 0;
-    if (r->dst.kind == NVL_DST_HOST)
-        host_copy_out(g, gr);
+    if (!gr)
+        return 0; /* finished */
+    /* Host copy-outs open the gates of later fills, whichever read those belong to, so every
+     * read's copy-outs progress here, oldest first. */
+    for (struct gpu_read *h = g->oldest; h; h = h->next) {
+        if (h->r->dst.kind == NVL_DST_HOST)
+            host_copy_out(g, h);
+    }
     rc = nvl_host_engine_poll(g->eng, gr->first, gr->n, &st);
     if (rc == -EAGAIN)
         return -EAGAIN;
@@ -259,8 +264,10 @@ static int submit_slot(struct gpu_nvme *g, struct nvl_read *r, struct gpu_read *
     int rc;
 
     if (r->n_span > nvl_host_engine_room(g->eng)) {
-        nvl_log_error(NVL_LOADER_WHO, "gpu-nvme: %u extents in one read exceed the free request "
-                      "ring (%u entries)", r->n_span, nvl_host_engine_room(g->eng));
+        nvl_log_error(NVL_LOADER_WHO,
+                      "gpu-nvme: %u extents in one read exceed the free request "
+                      "ring (%u entries)",
+                      r->n_span, nvl_host_engine_room(g->eng));
         return r->n_span > RING_ENTRIES ? -E2BIG : -EAGAIN;
     }
     q = calloc(r->n_span, sizeof(*q));
@@ -269,8 +276,7 @@ static int submit_slot(struct gpu_nvme *g, struct nvl_read *r, struct gpu_read *
     for (uint32_t i = 0; i < r->n_span; i++) {
         const struct nvl_span *sp = &r->span[i];
 
-        req_fill(g, &q[i], sp->dev_offset, sp->dev_bytes, g->slot_buf[r->dst.slot],
-                 sp->dst_offset);
+        req_fill(g, &q[i], sp->dev_offset, sp->dev_bytes, g->slot_buf[r->dst.slot], sp->dst_offset);
         q[i].notify_addr = (uint64_t)(uintptr_t)&l->words_dev[r->word];
         q[i].notify_value = r->value;
         cmds += req_commands(g, &q[i], s->bytes);
@@ -285,8 +291,7 @@ static int submit_slot(struct gpu_nvme *g, struct nvl_read *r, struct gpu_read *
 }
 
 /* Cuts the spans into bounce-slot pieces. */
-static int plan_pieces(struct gpu_nvme *g, struct nvl_read *r, struct gpu_read *gr,
-                       uint64_t piece_bytes)
+static int plan_pieces(struct nvl_read *r, struct gpu_read *gr, uint64_t piece_bytes)
 {
     uint8_t *dst = r->dst.ptr;
     uint32_t n = 0;
@@ -325,12 +330,14 @@ static int submit_bounce(struct gpu_nvme *g, struct nvl_read *r, struct gpu_read
     uint32_t k = 0, first = 0;
     int rc;
 
-    rc = plan_pieces(g, r, gr, piece_bytes);
+    rc = plan_pieces(r, gr, piece_bytes);
     if (rc)
         return rc;
     if (gr->n > nvl_host_engine_room(g->eng)) {
-        nvl_log_error(NVL_LOADER_WHO, "gpu-nvme: a read of %u bounce pieces exceeds the free "
-                      "request ring (%u entries)", gr->n, nvl_host_engine_room(g->eng));
+        nvl_log_error(NVL_LOADER_WHO,
+                      "gpu-nvme: a read of %u bounce pieces exceeds the free "
+                      "request ring (%u entries)",
+                      gr->n, nvl_host_engine_room(g->eng));
         return gr->n > RING_ENTRIES ? -E2BIG : -EAGAIN;
     }
     for (uint32_t i = 0; i < r->n_span; i++) {
@@ -408,10 +415,12 @@ static int gpu_nvme_submit(struct nvl_loader *l, struct nvl_read *r)
         r->be_priv = NULL;
         return rc;
     }
-    gr->next = g->inflight;
-    if (g->inflight)
-        g->inflight->prev = gr;
-    g->inflight = gr;
+    gr->prev = g->newest;
+    if (g->newest)
+        g->newest->next = gr;
+    else
+        g->oldest = gr;
+    g->newest = gr;
     return 0;
 }
 
@@ -423,11 +432,8 @@ static void gpu_nvme_destroy(struct nvl_loader *l)
 
     if (!g)
         return;
-    while (g->inflight) {
-        struct gpu_read *gr = g->inflight;
-
-        finish(g, gr, -ECANCELED, 0);
-    }
+    while (g->oldest)
+        finish(g, g->oldest, -ECANCELED, 0);
     nvl_host_engine_destroy(g->eng);
     unblock_streams(g);
     if (g->copy_stream) {
@@ -519,9 +525,10 @@ static int gpu_nvme_create(struct nvl_loader *l)
     rc = nvl_host_engine_start(g->eng);
     if (rc)
         goto err_destroy;
-    l->capacity = nvl_ctrl_get_info(l->opts.ctrl)->ns_lbas * l->block_size;
-    nvl_log_info(NVL_LOADER_WHO, "gpu-nvme: %u queue pairs, %u bounce slots of %llu bytes, GPU "
-                 "waits through %s", nvl_host_engine_queues(g->eng), g->n_bounce,
+    nvl_log_info(NVL_LOADER_WHO,
+                 "gpu-nvme: %u queue pairs, %u bounce slots of %llu bytes, GPU "
+                 "waits through %s",
+                 nvl_host_engine_queues(g->eng), g->n_bounce,
                  (unsigned long long)l->bounce[0].bytes, nvl_host_stream_mechanism());
     return 0;
 
@@ -538,9 +545,13 @@ static int gpu_nvme_reset(struct nvl_loader *l)
     rc = nvl_host_engine_stop(g->eng);
     if (rc == -ETIMEDOUT)
         return rc;
+    /* Let the copy stream drain (its waits now pass), then make the words consistent again:
+     * a copy-out still queued could otherwise move a word back. */
     unblock_streams(g);
-    while (g->inflight)
-        finish(g, g->inflight, -EIO, 0);
+    cudaStreamSynchronize(g->copy_stream);
+    unblock_streams(g);
+    while (g->oldest)
+        finish(g, g->oldest, -EIO, 0);
     rc = nvl_ctrl_reset(l->opts.ctrl);
     if (rc) {
         nvl_log_error(NVL_LOADER_WHO, "gpu-nvme: controller reset failed: %s", nvl_strerror(rc));

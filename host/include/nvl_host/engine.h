@@ -36,6 +36,8 @@ struct nvl_host_engine_opts {
     uint32_t ring_entries;  /* request ring size, a power of two (default 1024) */
     uint32_t max_batch;     /* commands per SQ doorbell (default 128) */
     uint32_t max_cmd_bytes; /* largest command; 0 = the controller's max_transfer */
+    uint32_t max_inflight;  /* commands in flight per queue pair; 0 = depth - 1 (at most
+                               NVL_ENGINE_MAX_CIDS) */
     uint64_t timeout_ns;    /* command outstanding longer fails the engine (default 5 s) */
     uint32_t idle_ns;       /* sleep of an idle warp between ring polls (default 1000) */
     uint32_t csts_poll_us;  /* CSTS mirror period of the monitor thread (default 1000); 0 = no
@@ -94,6 +96,9 @@ int nvl_host_engine_poll(struct nvl_host_engine *e, uint32_t first, uint32_t n, 
  * timeout_ns passes (-ETIMEDOUT). */
 int nvl_host_engine_wait(struct nvl_host_engine *e, uint32_t first, uint32_t n, uint64_t timeout_ns,
                          uint32_t *status);
+
+/* Ring entries free for posting now. */
+uint32_t nvl_host_engine_room(const struct nvl_host_engine *e);
 
 /* Frees the ring entries of finished requests [first, first + n) for reuse. */
 void nvl_host_engine_release(struct nvl_host_engine *e, uint32_t first, uint32_t n);
