@@ -40,6 +40,8 @@ static const struct nvl_ggml_type_traits type_traits[NVL_GGML_TYPE_COUNT] = {
     [NVL_GGML_TYPE_TQ1_0] = {"tq1_0", NVL_QK_K, 54, true, false, false},
     [NVL_GGML_TYPE_TQ2_0] = {"tq2_0", NVL_QK_K, 66, true, false, false},
     [NVL_GGML_TYPE_MXFP4] = {"mxfp4", 32, 17, true, false, false},
+    [NVL_GGML_TYPE_NVFP4] = {"nvfp4", 64, 36, true, false, false},
+    [NVL_GGML_TYPE_Q1_0] = {"q1_0", 128, 18, true, false, false},
 };
 
 const struct nvl_ggml_type_traits *nvl_ggml_type_traits(uint32_t type)

@@ -61,7 +61,9 @@ enum nvl_ggml_type {
     NVL_GGML_TYPE_TQ1_0 = 34,
     NVL_GGML_TYPE_TQ2_0 = 35,
     NVL_GGML_TYPE_MXFP4 = 39,
-    NVL_GGML_TYPE_COUNT = 40,
+    NVL_GGML_TYPE_NVFP4 = 40,
+    NVL_GGML_TYPE_Q1_0 = 41,
+    NVL_GGML_TYPE_COUNT = 42,
 };
 
 /* Elements per block of the legacy 32-element formats and of the 256-element K-quants. */
