@@ -32,7 +32,6 @@ int host_create(struct host *h, const char *spec)
     nvl_sim_opts_init(&o);
     o.ready_delay_us = 200;
     o.shutdown_delay_us = 200;
-    o.ns_bytes = 64ull << 20;
     if (spec && *spec) {
         ret = nvl_sim_opts_parse(&o, spec, err, sizeof(err));
         if (ret) {
