@@ -146,7 +146,7 @@ static int backend_select(struct nvl_loader *l)
         int r = nvl_loader_probe(l->opts.backend, &l->opts, why[0], sizeof(why[0]));
 
         if (r < 0) {
-            nvl_log_error(NVL_LOADER_WHO, "backend %s unavailable: %s",
+            nvl_log_error(NVL_LOADER_WHO, "backend %s cannot run: %s",
                           nvl_loader_backend_str(l->opts.backend), why[0]);
             return r == -EINVAL ? r : -ENODEV;
         }
