@@ -28,8 +28,9 @@ VENV=.cache/venv
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-PY_PACKAGES=(numpy gguf openai tokenizers)
-if ! "$VENV/bin/python" -c "import numpy, gguf, openai, tokenizers" 2>/dev/null; then
+PY_PACKAGES=(numpy gguf openai tokenizers sentencepiece protobuf)
+if ! "$VENV/bin/python" -c "import numpy, gguf, openai, tokenizers, sentencepiece, google.protobuf" \
+    2>/dev/null; then
     "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
 fi
 

@@ -1,23 +1,31 @@
 #!/usr/bin/env python3
-"""Cross-checks nvload's BPE tokenizer against Hugging Face `tokenizers` (an independent Rust
-implementation), rebuilt from each GGUF file's own vocab and merges.
+"""Cross-checks nvload's tokenizers against independent implementations, each rebuilt from the
+GGUF file's own vocab:
 
-For every vocab (gpt-2, llama-bpe and, when it is cached, SmolLM2-135M-Instruct with its
-"smollm" pre-tokenizer) this tokenizes the 46 llama.cpp test strings plus seeded random strings
-that mix scripts, digits, punctuation, contractions and odd whitespace, with both implementations,
-and requires identical ids. SmolLM2 is also checked with a chat prompt whose control tokens are
-parsed as special.
+- byte-level BPE against Hugging Face `tokenizers` (Rust), from the vocab and merges: gpt-2,
+  llama-bpe and, when it is cached, SmolLM2-135M-Instruct with its "smollm" pre-tokenizer;
+- SPM against Google's `sentencepiece`, from the pieces, scores and types: llama-spm and
+  stories260K.
 
-usage: test_tokenizer_hf.py TOKENIZER_BATCH [SMOLLM2.gguf]
+Each vocab tokenizes the 46 llama.cpp test strings plus seeded random strings that mix scripts,
+digits, punctuation, contractions and odd whitespace; the ids must be identical. SmolLM2 is also
+checked with a chat prompt whose control tokens are parsed as special.
+
+The GGUF metadata is read by a small parser here (the `gguf` package's reader takes many seconds
+on a 128k-token vocab), independent of nvload's C reader.
+
+usage: test_tokenizer_pyref.py TOKENIZER_BATCH [SMOLLM2.gguf]
 Exit 77 (skipped) when the Python packages are missing."""
 import os
 import random
+import struct
 import subprocess
 import sys
 import tempfile
 
 try:
-    import gguf
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
     from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
 except ImportError as e:  # pragma: no cover
     print(f"skip: {e}")
@@ -47,24 +55,61 @@ def hf_pre_tokenizer(pre):
     raise ValueError(f"no Hugging Face pre-tokenizer for {pre}")
 
 
-def field_str(r, key):
-    f = r.fields[key]
-    return bytes(f.parts[f.data[0]]).decode("utf-8")
+# GGUF metadata value types (ggml docs/gguf.md) and the struct format of the fixed-size ones.
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+                12: "d"}
+GGUF_STRING, GGUF_ARRAY = 8, 9
 
 
-def field_strs(r, key):
-    f = r.fields[key]
-    return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+def read_gguf_kv(path):
+    """Returns the metadata of a little-endian GGUF v2/v3 file as {key: value}."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+        magic, version, _n_tensors, n_kv = struct.unpack("<4sIQQ", head)
+        assert magic == b"GGUF" and version in (2, 3), path
+        data = f.read(64 << 20)  # metadata sits at the front; 64 MiB covers any vocab
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0] if len(v) == 1 else v
+
+    def string():
+        nonlocal pos
+        n = take("Q")
+        s = data[pos:pos + n].decode("utf-8", "surrogateescape")
+        pos += n
+        return s
+
+    def value(t):
+        nonlocal pos
+        if t == GGUF_STRING:
+            return string()
+        if t == GGUF_ARRAY:
+            et, n = take("I"), take("Q")
+            if et == GGUF_STRING:
+                return [string() for _ in range(n)]
+            fmt = GGUF_SCALARS[et]
+            out = list(struct.unpack_from(f"<{n}{fmt}", data, pos))
+            pos += n * struct.calcsize(fmt)
+            return out
+        return take(GGUF_SCALARS[t])
+
+    kv = {}
+    for _ in range(n_kv):
+        key = string()
+        kv[key] = value(take("I"))
+    return kv
 
 
-def build_hf(path):
-    r = gguf.GGUFReader(path)
-    pre = field_str(r, "tokenizer.ggml.pre")
-    tokens = field_strs(r, "tokenizer.ggml.tokens")
-    tf = r.fields["tokenizer.ggml.token_type"]
-    types = [int(tf.parts[i][0]) for i in tf.data]
+def build_hf(kv):
+    pre = kv["tokenizer.ggml.pre"]
+    tokens = kv["tokenizer.ggml.tokens"]
+    types = kv["tokenizer.ggml.token_type"]
     merges = []
-    for m in field_strs(r, "tokenizer.ggml.merges"):
+    for m in kv["tokenizer.ggml.merges"]:
         i = m.index(" ", 1)
         merges.append((m[:i], m[i + 1:]))
     vocab = {t: i for i, t in enumerate(tokens)}
@@ -73,7 +118,31 @@ def build_hf(path):
     tok.pre_tokenizer = hf_pre_tokenizer(pre)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t, ty in zip(tokens, types) if ty == CONTROL])
-    return pre, tok
+    return lambda text: tok.encode(text, add_special_tokens=False).ids
+
+
+def build_sp(kv):
+    """A SentencePiece BPE model with Llama's settings: byte fallback, a dummy "▁" prefix, spaces
+    escaped, no whitespace folding, no normalization."""
+    m = sentencepiece_model_pb2.ModelProto()
+    m.trainer_spec.model_type = sentencepiece_model_pb2.TrainerSpec.BPE
+    m.trainer_spec.vocab_size = len(kv["tokenizer.ggml.tokens"])
+    m.trainer_spec.byte_fallback = True
+    m.trainer_spec.unk_id = kv.get("tokenizer.ggml.unknown_token_id", 0)
+    m.trainer_spec.bos_id = kv.get("tokenizer.ggml.bos_token_id", 1)
+    m.trainer_spec.eos_id = kv.get("tokenizer.ggml.eos_token_id", 2)
+    m.trainer_spec.pad_id = -1
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = True
+    m.normalizer_spec.remove_extra_whitespaces = False
+    m.normalizer_spec.escape_whitespaces = True
+    # GGUF token types are SentencePiece's piece types.
+    for piece, score, ty in zip(kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.scores"],
+                                kv["tokenizer.ggml.token_type"]):
+        p = m.pieces.add()
+        p.piece, p.score, p.type = piece, score, ty
+    sp = sentencepiece.SentencePieceProcessor(model_proto=m.SerializeToString())
+    return sp.encode
 
 
 def random_strings(seed, n):
@@ -108,16 +177,20 @@ def ours(batch, model, texts, parse_special=False):
 
 
 def check(name, batch, model, texts, parse_special=False):
-    pre, hf = build_hf(model)
+    kv = read_gguf_kv(model)
+    if kv["tokenizer.ggml.model"] == "llama":
+        ref, ref_name = build_sp(kv), "sentencepiece"
+    else:
+        ref, ref_name = build_hf(kv), "Hugging Face tokenizers"
     got = ours(batch, model, texts, parse_special)
     bad = 0
     for text, ids in zip(texts, got):
-        want = hf.encode(text, add_special_tokens=False).ids
+        want = ref(text)
         if ids != want:
             bad += 1
             if bad <= 5:
-                print(f"{name}: MISMATCH {text!r}\n  ours {ids}\n  hf   {want}")
-    print(f"{name} (pre={pre}): {len(texts) - bad}/{len(texts)} match Hugging Face tokenizers")
+                print(f"{name}: MISMATCH {text!r}\n  ours {ids}\n  ref  {want}")
+    print(f"{name}: {len(texts) - bad}/{len(texts)} match {ref_name}")
     return bad == 0
 
 
@@ -134,6 +207,9 @@ def main():
     texts = vectors + random_strings(1234, 300)
 
     ok = True
+    ok &= check("llama-spm", batch,
+                os.path.join(shared, "models/llama.cpp-vocab/ggml-vocab-llama-spm.gguf"), texts)
+    ok &= check("stories260K", batch, os.path.join(shared, "models/stories260K.gguf"), texts)
     ok &= check("gpt-2", batch, os.path.join(shared, "models/llama.cpp-vocab/ggml-vocab-gpt-2.gguf"),
                 texts)
     ok &= check("llama-bpe", batch,
