@@ -469,8 +469,25 @@ static const char *const eot_texts[] = {
     "<|endoftext|>", "<EOT>",      "_<EOT>",  "<｜end▁of▁sentence｜>",
 };
 static const char *const eog_texts[] = {
-    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>",   "_<EOT>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    /* Fill-in-the-middle padding, repository and file separators: a code model that emits one
+     * has finished the infill (llama.cpp adds its FIM pad/rep/sep tokens to the set). */
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<PAD>",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<|file_sep|>",
 };
 
 static int32_t find_text(const struct nvl_vocab *v, const char *s)

@@ -599,6 +599,45 @@ static void test_bpe_handmade(void **state)
     assert_int_equal(nvl_vocab_create(&d, &v), -EINVAL);
 }
 
+/* SmolLM2-135M-Instruct (the default model, when scripts/fetch-model.sh has cached it): a
+ * "smollm" BPE vocab without BOS whose turns end with <|im_end|>. */
+static void test_smollm2(void **state)
+{
+    const char *src = getenv("NVL_SOURCE_DIR");
+    int32_t im_start, im_end, endoftext, *ids;
+    struct nvl_gguf *g = NULL;
+    struct nvl_vocab *v;
+    char path[1024], err[256];
+    size_t n;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+             src ? src : ".");
+    if (nvl_gguf_open(path, &g, err, sizeof(err)))
+        skip();
+    assert_int_equal(nvl_vocab_load_gguf(g, &v), 0);
+    nvl_gguf_close(g);
+    assert_string_equal(nvl_vocab_pre_name(v), "smollm");
+    im_start = nvl_vocab_find_token(v, "<|im_start|>", 12);
+    im_end = nvl_vocab_find_token(v, "<|im_end|>", 10);
+    endoftext = nvl_vocab_find_token(v, "<|endoftext|>", 13);
+    assert_int_not_equal(im_end, NVL_TOKEN_NULL);
+    assert_false(nvl_vocab_add_bos(v));
+    assert_int_equal(nvl_vocab_eot(v), im_end);
+    assert_true(nvl_vocab_is_eog(v, im_end));
+    assert_true(nvl_vocab_is_eog(v, endoftext));
+    assert_false(nvl_vocab_is_eog(v, im_start));
+
+    tokenize_str(v, "<|im_start|>user\nHi<|im_end|>\n",
+                 NVL_TOKENIZE_ADD_SPECIAL | NVL_TOKENIZE_PARSE_SPECIAL, &ids, &n);
+    assert_true(n >= 4);
+    assert_int_equal(ids[0], im_start); /* no BOS in front */
+    assert_int_equal(ids[n - 2], im_end);
+    assert_int_equal(ids[n - 1], nvl_vocab_nl(v));
+    free(ids);
+    nvl_vocab_destroy(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -611,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_gpt2_cleanup_and_errors),
         cmocka_unit_test(test_spm_handmade),
         cmocka_unit_test(test_bpe_handmade),
+        cmocka_unit_test(test_smollm2),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
