@@ -175,7 +175,7 @@ int nvl_vocab_tokenize(const struct nvl_vocab *v, const char *text, size_t len, 
         nvl__tok_ids_free(&out);
         return rc;
     }
-    if (out.n)
+    if (out.n && cap)
         memcpy(ids, out.v, (out.n < cap ? out.n : cap) * sizeof(*ids));
     *n_ids = out.n;
     nvl__tok_ids_free(&out);
@@ -302,7 +302,7 @@ int nvl_vocab_detokenize(const struct nvl_vocab *v, const int32_t *ids, size_t n
         nvl__tok_bytes_free(&b);
         return rc;
     }
-    if (b.n)
+    if (b.n && cap)
         memcpy(out, b.v, b.n < cap ? b.n : cap);
     *len = b.n;
     nvl__tok_bytes_free(&b);

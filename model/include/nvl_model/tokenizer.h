@@ -152,7 +152,8 @@ enum nvl_tokenize_flags {
 
 /* Tokenizes text[0..len) (any bytes; invalid UTF-8 is tolerated) into ids[0..cap). On success
  * returns 0 with the count in *n_ids. When cap is too small returns -ENOSPC with the count needed
- * in *n_ids and ids[0..cap) filled with the first tokens. -ENOMEM when scratch memory fails. */
+ * in *n_ids and ids[0..cap) filled with the first tokens. -EOVERFLOW for a text over 512 MiB,
+ * -ENOMEM when scratch memory fails. */
 int nvl_vocab_tokenize(const struct nvl_vocab *v, const char *text, size_t len, unsigned flags,
                        int32_t *ids, size_t cap, size_t *n_ids);
 
