@@ -764,6 +764,16 @@ void nvl_host_engine_stats(const struct nvl_host_engine *e, struct nvl_engine_qp
     }
 }
 
+double nvl_host_engine_monitor_cpu_seconds(const struct nvl_host_engine *e)
+{
+    struct timespec ts;
+    clockid_t clk;
+
+    if (!e->monitor_running || pthread_getcpuclockid(e->monitor, &clk) || clock_gettime(clk, &ts))
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 uint32_t nvl_host_engine_queues(const struct nvl_host_engine *e)
 {
     return e->n_queues;

@@ -109,6 +109,10 @@ uint32_t nvl_host_engine_state(struct nvl_host_engine *e, uint32_t *fatal);
 /* Per-queue counters summed over the queue pairs, as of the last stop. */
 void nvl_host_engine_stats(const struct nvl_host_engine *e, struct nvl_engine_qp_stats *sum);
 
+/* CPU seconds the engine's host side has spent in its own thread (the CSTS monitor) so far; the
+ * rest of its CPU cost is in the caller's thread (posting, polling). */
+double nvl_host_engine_monitor_cpu_seconds(const struct nvl_host_engine *e);
+
 /* Facts the engine runs with. */
 uint32_t nvl_host_engine_queues(const struct nvl_host_engine *e);
 uint32_t nvl_host_engine_lba_size(const struct nvl_host_engine *e);
