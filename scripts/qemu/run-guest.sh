@@ -28,6 +28,9 @@
 #   --workdir DIR         where the initramfs and logs go (default: a new directory in /tmp,
 #                         deleted on success unless --keep).
 #   --log FILE            copy the guest console log here as well.
+#   --trace EVENT         also record this QEMU trace event (glob) in WORKDIR/qemu.err.
+#   --allow-nvme-errors   do not fail on QEMU's DMA/PRP error trace events (for tests that
+#                         provoke them on purpose).
 #   --quiet               do not echo the guest console while it runs.
 #
 # In the guest the environment has NVL_BDF (controller 0), NVL_BDF0, NVL_BDF1, ..., NVL_MODE, and
@@ -35,7 +38,9 @@
 #
 # Exit status: 0 all commands passed; 1 a command failed; 2 DMAR fault (blocked DMA: QEMU's NVMe
 # reports such a transfer as success, so the log is the only witness); 3 timeout; 4 guest kernel
-# crash; 5 harness error.
+# crash; 5 harness error; 6 QEMU's controller saw the host break an NVMe rule (its pci_nvme_ub_*
+# "undefined behaviour" trace events, or a DMA/PRP error event: bad address, PRP list entry or
+# alignment, MDTS exceeded, controller fatal status).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -55,6 +60,8 @@ WORKDIR=""
 KEEP=0
 LOGCOPY=""
 QUIET=0
+TRACES=()
+ALLOW_NVME_ERRORS=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -80,6 +87,8 @@ while (($#)); do
     --keep) KEEP=1 ;;
     --log) LOGCOPY=$2 && shift ;;
     --quiet) QUIET=1 ;;
+    --trace) TRACES+=("$2") && shift ;;
+    --allow-nvme-errors) ALLOW_NVME_ERRORS=1 ;;
     -h | --help) usage && exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -123,8 +132,9 @@ while read -r _ path _; do
 done < <(modprobe -d "$KDIR/root" -S "$KVER" --show-depends -a vfio-pci vfio_iommu_type1 | sort -u)
 cp "$MROOT"/modules.{order,builtin,builtin.modinfo} "$STAGE/lib/modules/$KVER/"
 if [ "$MODE" = noiommu ]; then
+    # The option is not set here: /init passes it when it loads vfio itself, and with
+    # --bind none the program under test (nvload-setup) has to turn no-IOMMU mode on.
     cp "$KDIR/vfio-noiommu.ko" "$STAGE/lib/modules/$KVER/kernel/drivers/vfio/vfio.ko"
-    echo "options vfio enable_unsafe_noiommu_mode=1" >"$STAGE/etc/modprobe.d/nvl.conf"
 fi
 depmod -b "$STAGE" "$KVER"
 
@@ -198,6 +208,14 @@ for i in "${!DISKS[@]}"; do
     QEMU+=(-drive "file=$img,if=none,id=nvm$i,format=raw,cache=unsafe"
         -device "nvme,serial=nvl$i,drive=nvm$i,addr=$(printf '%02x' $((4 + i))).0$props")
 done
+# QEMU's NVMe model reports host mistakes it tolerates through trace events; they go to stderr.
+NVME_UB_EVENTS=('pci_nvme_ub_*')
+NVME_ERR_EVENTS=(pci_nvme_err_addr_read pci_nvme_err_addr_write pci_nvme_err_invalid_dma
+    pci_nvme_err_invalid_prplist_ent pci_nvme_err_invalid_prp2_align pci_nvme_err_mdts
+    pci_nvme_err_cfs)
+for ev in "${NVME_UB_EVENTS[@]}" "${NVME_ERR_EVENTS[@]}" "${TRACES[@]}"; do
+    QEMU+=(-trace "$ev")
+done
 QEMU+=(-append "$CMDLINE $APPEND")
 
 LOG=$WORKDIR/guest.log
@@ -222,11 +240,16 @@ elapsed=$(awk "BEGIN {print $EPOCHREALTIME - $start}")
 # the command with status 0, so only the guest log and QEMU's stderr can show it.
 DMAR_RE='DMAR: \[DMA (Read|Write)|DMAR: DRHD: handling fault|vtd_iommu_translate: detected translation failure|DMAR:.*fault addr'
 CRASH_RE='Kernel panic|BUG: |Oops: |general protection fault|WARNING: CPU:'
+NVME_RE='pci_nvme_ub_'
+((ALLOW_NVME_ERRORS)) || NVME_RE+="|$(IFS='|' && echo "${NVME_ERR_EVENTS[*]}")"
 verdict=0
 reason="passed"
 if grep -Eq "$DMAR_RE" "$LOG" "$ERR"; then
     verdict=2
     reason="DMAR fault (blocked DMA) in the guest log or QEMU stderr:"
+elif grep -Eq "$NVME_RE" "$ERR"; then
+    verdict=6
+    reason="QEMU's NVMe controller saw the host break a rule:"
 elif grep -Eq "$CRASH_RE" "$LOG"; then
     verdict=4
     reason="guest kernel crash:"
@@ -242,8 +265,8 @@ elif ! grep -q '^nvl-guest: result rc=0' "$LOG"; then
 fi
 
 printf 'run-guest: %s mode: %s (%.1f s boot to power-off)\n' "$MODE" "$reason" "$elapsed"
-if ((verdict == 2 || verdict == 4)); then
-    grep -Eh "$DMAR_RE|$CRASH_RE" "$LOG" "$ERR" | head -20 | sed 's/^/run-guest:   /'
+if ((verdict == 2 || verdict == 4 || verdict == 6)); then
+    grep -Eh "$DMAR_RE|$CRASH_RE|$NVME_RE" "$LOG" "$ERR" | head -20 | sed 's/^/run-guest:   /'
 fi
 if ((verdict == 0 && !KEEP)); then
     rm -rf "$WORKDIR"

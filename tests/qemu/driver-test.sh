@@ -69,7 +69,7 @@ chained)
     exit 2
     ;;
 esac
-EXPECT+=(--expect-entries 2048 --expect-serial nvl0 --expect-size $((IMAGE_MIB * 1024 * 1024)))
+EXPECT+=(--max-pages 1024 --expect-entries 2048 --expect-serial nvl0 --expect-size $((IMAGE_MIB * 1024 * 1024)))
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nvl-driver-test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -92,7 +92,19 @@ fi
 GUEST_MODE=type1
 [ "$MODE" = noiommu ] && GUEST_MODE=noiommu
 "$REPO/scripts/qemu/run-guest.sh" --mode "$MODE" --disk "$WORK/nvme.img$PROPS" --add "$BIN" \
-    --append "hugepages=32" --timeout 240 \
+    --append "hugepages=32" --timeout 240 --workdir "$WORK/guest" \
+    --trace pci_nvme_mmio_start_success --trace pci_nvme_mmio_shutdown_set \
     --run "nvme_guest_test run \$NVL_BDF --mode $GUEST_MODE ${EXPECT[*]}"
+
+# The controller's own view of the shutdowns: the test brings the controller up and destroys it
+# twice at the end, and each destroy must shut it down (CC.SHN) after the bring-up before it.
+events=$(grep -oE 'pci_nvme_mmio_(start_success|shutdown_set)' "$WORK/guest/qemu.err" |
+    sed 's/pci_nvme_mmio_start_success/start/; s/pci_nvme_mmio_shutdown_set/shutdown/' | tr '\n' ' ')
+if [[ $events != *"start shutdown start shutdown " ]]; then
+    echo "driver-test: FAIL: QEMU saw enable/shutdown events '$events'; want the test's two" \
+        "bring-ups each followed by a shutdown"
+    exit 1
+fi
+
 "$BIN" check-image "$WORK/nvme.img"
 echo "driver-test: PASS: $MODE mode, $CONFIG configuration"

@@ -11,6 +11,7 @@
  *   nvme_guest_test run BDF [--expect-lba N] [--expect-mdts BYTES] [--expect-queues N]
  *                            [--expect-serial S] [--expect-size BYTES] [--expect-entries N]
  *                            [--seed S] [--scratch-mib M] [--mode auto|type1|noiommu]
+ *                            [--max-pages N]
  *       (guest) bring-up, Identify, every queue, reads at depth, MDTS-sized reads through PRP
  *       lists, write/flush/read-back, reset, clean shutdown. The --expect values come from the
  *       QEMU command line, so the limits the driver reads from CAP and Identify are checked
@@ -147,6 +148,7 @@ struct ctx {
     struct expect ex;
     uint64_t seed;
     uint64_t scratch_mib;
+    uint32_t max_pages; /* the controller's cap on data pages per command; 0: none */
 
     struct nvl_transport *t;
     struct nvl_ctrl *c;
@@ -228,6 +230,19 @@ static int ctrl_up(struct ctx *x, uint32_t n_queues)
           x->ns_bytes);
     x->scratch_off = x->ns_bytes - x->scratch_len;
     return 0;
+}
+
+/* Bytes one command may move from a buffer at byte offset off: max_transfer, less one page when
+ * the controller caps the pages per command (--max-pages) and an unaligned buffer would span one
+ * page more than that. QEMU 7.2 maps at most IOV_MAX = 1024 pages per command (hw/nvme/ctrl.c,
+ * nvme_map_addr) and fails the rest with Internal Error, which only matters for MDTS = 4 MiB. */
+static uint32_t cmd_bytes_at(const struct ctx *x, size_t off)
+{
+    uint32_t mt = x->info->max_transfer, page = x->info->page_size;
+
+    if (x->max_pages && (off % page + mt + page - 1) / page > x->max_pages)
+        return mt - page;
+    return mt;
 }
 
 /* ---- tests -------------------------------------------------------------------------------- */
@@ -517,16 +532,17 @@ static int test_mdts_prp(struct ctx *x)
         for (size_t k = 0; k < sizeof(offsets) / sizeof(offsets[0]); k++) {
             size_t off = offsets[k];
             uint64_t disk_off = (uint64_t)(k + 1) * mt + (uint64_t)huge * 8 * MIB;
-            size_t lists = nvl_prp_list_pages(off, mt, page);
+            uint32_t len = cmd_bytes_at(x, off);
+            size_t lists = nvl_prp_list_pages(off, len, page);
             if (lists > max_lists)
                 max_lists = lists;
             memset(buf->vaddr, 0xa5, buf->len);
-            int rc = qpair_read_sync(qp, disk_off / lba, mt / lba, buf, off);
+            int rc = qpair_read_sync(qp, disk_off / lba, len / lba, buf, off);
             if (rc == 0)
-                rc = verify(x->seed, disk_off, buf, off, mt, "MDTS read");
-            /* Bytes around the transfer stay untouched: the controller wrote exactly mt. */
+                rc = verify(x->seed, disk_off, buf, off, len, "MDTS read");
+            /* Bytes around the transfer stay untouched: the controller wrote exactly len. */
             const uint8_t *b = buf->vaddr;
-            if (rc == 0 && ((off && b[off - 1] != 0xa5) || b[off + mt] != 0xa5)) {
+            if (rc == 0 && ((off && b[off - 1] != 0xa5) || b[off + len] != 0xa5)) {
                 fail_at(__FILE__, __LINE__, "bytes outside the transfer were written");
                 rc = -1;
             }
@@ -537,9 +553,10 @@ static int test_mdts_prp(struct ctx *x)
                 return -1;
             }
         }
-        printf("# %s-backed buffer (%s): %u-byte reads at 4 offsets\n",
+        printf("# %s-backed buffer (%s): %u-byte reads at 4 offsets%s\n",
                buf->huge ? "2 MiB" : "4 KiB",
-               buf->contiguous ? "one IOVA range" : "per-page addresses", mt);
+               buf->contiguous ? "one IOVA range" : "per-page addresses", mt,
+               cmd_bytes_at(x, 512) < mt ? " (a page less when unaligned: --max-pages)" : "");
         nvl_dma_destroy(buf);
     }
     printf("# up to %zu PRP list page(s) per command%s\n", max_lists,
@@ -565,7 +582,6 @@ static int test_mdts_prp(struct ctx *x)
 static int test_write_readback(struct ctx *x)
 {
     uint32_t lba = x->info->lba_size;
-    uint32_t mt = x->info->max_transfer;
     uint64_t wseed = x->seed ^ WRITE_SEED_XOR;
     uint32_t nq = nvl_ctrl_qpair_count(x->c);
     struct nvl_dma *src = NULL, *dst = NULL;
@@ -592,6 +608,7 @@ static int test_write_readback(struct ctx *x)
     }
     /* 2: one max_transfer command on the last queue. */
     struct nvl_qpair *ql = nvl_ctrl_qpair(x->c, nq - 1);
+    uint32_t mt = cmd_bytes_at(x, 512 + lba);
     memset(&d, 0, sizeof(d));
     rc =
         nvl_qpair_submit_write(ql, x->scratch_off / lba + 1, mt / lba, src, 512 + lba, on_done, &d);
@@ -603,6 +620,7 @@ static int test_write_readback(struct ctx *x)
     uint64_t done_bytes = lba + (uint64_t)mt;
     nvl_io_opts_init(&o);
     o.depth = 16;
+    o.max_cmd_bytes = cmd_bytes_at(x, 512 + done_bytes);
     rc = nvl_io_write(x->c, &o, (x->scratch_off + done_bytes) / lba,
                       (x->scratch_len - done_bytes) / lba, src, 512 + done_bytes, &st);
     if (rc) {
@@ -663,8 +681,10 @@ out:
     return ret;
 }
 
-/* Clean shutdown: CSTS.SHST reports complete; the controller comes up again on the same
- * transport and reads correctly; then everything is released. */
+/* Clean shutdown, then a second bring-up on the same transport that reads correctly. After
+ * destroy the controller must be stopped (RDY = 0, no fatal status); the driver may disable it
+ * after the shutdown completes, which clears SHST, so the shutdown itself (CC.SHN written and
+ * acknowledged) is checked by driver-test.sh in QEMU's trace of the controller. */
 static int test_shutdown(struct ctx *x)
 {
     struct nvl_dma *buf = NULL;
@@ -673,8 +693,9 @@ static int test_shutdown(struct ctx *x)
     nvl_ctrl_destroy(x->c);
     x->c = NULL;
     uint32_t csts = nvl_mmio_read32(x->t->bar0, NVME_REG_CSTS);
-    CHECK(nvme_csts_shst(csts) == NVME_CSTS_SHST_COMPLETE && !nvme_csts_cfs(csts),
-          "CSTS 0x%x after shutdown: SHST %u", csts, nvme_csts_shst(csts));
+    CHECK(!nvme_csts_cfs(csts) &&
+              (nvme_csts_shst(csts) == NVME_CSTS_SHST_COMPLETE || !nvme_csts_rdy(csts)),
+          "CSTS 0x%x after destroy: the controller neither shut down nor stopped", csts);
 
     if (ctrl_up(x, 2) != 0)
         return -1;
@@ -687,7 +708,9 @@ static int test_shutdown(struct ctx *x)
     nvl_ctrl_destroy(x->c);
     x->c = NULL;
     csts = nvl_mmio_read32(x->t->bar0, NVME_REG_CSTS);
-    CHECK(nvme_csts_shst(csts) == NVME_CSTS_SHST_COMPLETE, "CSTS 0x%x after second shutdown", csts);
+    CHECK(!nvme_csts_cfs(csts) &&
+              (nvme_csts_shst(csts) == NVME_CSTS_SHST_COMPLETE || !nvme_csts_rdy(csts)),
+          "CSTS 0x%x after the second destroy", csts);
     nvl_transport_destroy(x->t);
     x->t = NULL;
     return 0;
@@ -702,7 +725,7 @@ static int usage(void)
                     "       nvme_guest_test run BDF [--expect-lba N] [--expect-mdts BYTES]\n"
                     "                [--expect-queues N] [--expect-entries N] [--expect-serial S]\n"
                     "                [--expect-size BYTES] [--seed S] [--scratch-mib M]\n"
-                    "                [--mode auto|type1|noiommu]\n"
+                    "                [--mode auto|type1|noiommu] [--max-pages N]\n"
                     "       nvme_guest_test dmar-probe BDF\n");
     return 2;
 }
@@ -757,6 +780,8 @@ static int parse_opts(struct ctx *x, int argc, char **argv, int first)
             x->seed = v;
         else if (strcmp(k, "--scratch-mib") == 0)
             x->scratch_mib = v;
+        else if (strcmp(k, "--max-pages") == 0)
+            x->max_pages = (uint32_t)v;
         else
             return usage();
     }
