@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nvl_model.h"
 
@@ -638,6 +639,104 @@ static void test_smollm2(void **state)
     nvl_vocab_destroy(v);
 }
 
+/* Writes a vocab-only GGUF with the given pieces left out or broken, and loads it. */
+enum broken {
+    BROKEN_NONE,
+    BROKEN_NO_MODEL,
+    BROKEN_NO_TOKENS,
+    BROKEN_TOKENS_NOT_STRINGS,
+    BROKEN_SHORT_SCORES,
+    BROKEN_TYPES_NOT_INT32,
+    BROKEN_NO_MERGES,
+    BROKEN_BOS_OUT_OF_RANGE,
+    BROKEN_PRE_UNKNOWN,
+};
+
+static int load_broken(enum broken what, struct nvl_vocab **v)
+{
+    static const char *const tokens[] = {"a", "b", "ab", "<s>", "</s>"};
+    static const char *const merges[] = {"a b"};
+    const float scores[5] = {0};
+    const int32_t types[5] = {1, 1, 1, 3, 3};
+    const int32_t not_strings[5] = {0};
+    struct nvl_gguf_writer *w;
+    struct nvl_gguf *g = NULL;
+    char path[] = "/tmp/nvl_test_vocab_XXXXXX", err[256];
+    int fd, rc;
+
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(nvl_gguf_writer_create(&w), 0);
+    if (what != BROKEN_NO_MODEL)
+        assert_int_equal(nvl_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"), 0);
+    assert_int_equal(nvl_gguf_writer_set_str(w, "tokenizer.ggml.pre",
+                                             what == BROKEN_PRE_UNKNOWN ? "nope" : "gpt-2"),
+                     0);
+    if (what == BROKEN_TOKENS_NOT_STRINGS)
+        assert_int_equal(nvl_gguf_writer_set_arr(w, "tokenizer.ggml.tokens", NVL_GGUF_TYPE_INT32,
+                                                 not_strings, 5),
+                         0);
+    else if (what != BROKEN_NO_TOKENS)
+        assert_int_equal(nvl_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, NULL, 5),
+                         0);
+    assert_int_equal(nvl_gguf_writer_set_arr(w, "tokenizer.ggml.scores", NVL_GGUF_TYPE_FLOAT32,
+                                             scores, what == BROKEN_SHORT_SCORES ? 4 : 5),
+                     0);
+    assert_int_equal(nvl_gguf_writer_set_arr(w, "tokenizer.ggml.token_type",
+                                             what == BROKEN_TYPES_NOT_INT32 ? NVL_GGUF_TYPE_FLOAT32
+                                                                            : NVL_GGUF_TYPE_INT32,
+                                             types, 5),
+                     0);
+    if (what != BROKEN_NO_MERGES)
+        assert_int_equal(nvl_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, NULL, 1),
+                         0);
+    assert_int_equal(nvl_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
+                                             what == BROKEN_BOS_OUT_OF_RANGE ? 0xffffffffu : 3),
+                     0);
+    assert_int_equal(nvl_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 4), 0);
+    assert_int_equal(nvl_gguf_writer_write_file(w, path, err, sizeof(err)), 0);
+    nvl_gguf_writer_destroy(w);
+
+    assert_int_equal(nvl_gguf_open(path, &g, err, sizeof(err)), 0);
+    unlink(path);
+    rc = nvl_vocab_load_gguf(g, v);
+    nvl_gguf_close(g);
+    return rc;
+}
+
+static void test_gguf_errors(void **state)
+{
+    struct nvl_vocab *v = NULL;
+    int32_t *ids;
+    size_t n;
+
+    (void)state;
+    assert_int_equal(load_broken(BROKEN_NONE, &v), 0);
+    assert_int_equal(nvl_vocab_bos(v), 3);
+    tokenize_str(v, "ab<s>", NVL_TOKENIZE_PARSE_SPECIAL, &ids, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(ids[1], 3);
+    free(ids);
+    nvl_vocab_destroy(v);
+
+    assert_int_equal(load_broken(BROKEN_NO_MODEL, &v), -ENOENT);
+    assert_int_equal(load_broken(BROKEN_NO_TOKENS, &v), -ENOENT);
+    assert_int_equal(load_broken(BROKEN_TOKENS_NOT_STRINGS, &v), -EINVAL);
+    assert_int_equal(load_broken(BROKEN_SHORT_SCORES, &v), -EINVAL);
+    assert_int_equal(load_broken(BROKEN_TYPES_NOT_INT32, &v), -EINVAL);
+    assert_int_equal(load_broken(BROKEN_NO_MERGES, &v), -EINVAL);
+    assert_int_equal(load_broken(BROKEN_PRE_UNKNOWN, &v), -EINVAL);
+    assert_null(v);
+
+    /* An out-of-range id (0xffffffff is "none" in some converters) keeps the default, 11 for
+     * BPE, which is itself outside this 5-token vocab: no BOS. */
+    assert_int_equal(load_broken(BROKEN_BOS_OUT_OF_RANGE, &v), 0);
+    assert_int_equal(nvl_vocab_bos(v), NVL_TOKEN_NULL);
+    nvl_vocab_destroy(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_spm_handmade),
         cmocka_unit_test(test_bpe_handmade),
         cmocka_unit_test(test_smollm2),
+        cmocka_unit_test(test_gguf_errors),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
