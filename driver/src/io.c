@@ -71,6 +71,30 @@ int nvl_qpair_submit_read(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
     return io_submit_rw(qp, NVME_NVM_READ, slba, nlb, buf, off, cb, arg);
 }
 
+int nvl_qpair_submit_read_prp(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb, uint64_t prp1,
+                              uint64_t prp2, nvl_io_cb cb, void *arg)
+{
+    const struct nvl_ctrl_info *in;
+    struct nvme_sqe sqe;
+    int rc;
+
+    if (!qp)
+        return -EINVAL;
+    in = &qp->ctrl->info;
+    if (nlb == 0 || nlb > in->ns_lbas || slba > in->ns_lbas - nlb ||
+        (uint64_t)nlb * in->lba_size > in->max_transfer || (prp1 & 3))
+        return -EINVAL;
+    io_fill_rw(&sqe, NVME_NVM_READ, in->nsid, slba, nlb);
+    sqe.prp1 = prp1;
+    sqe.prp2 = prp2;
+    pthread_mutex_lock(&qp->lock);
+    rc = io_qpair_usable(qp);
+    if (rc == 0)
+        rc = nvl__qpair_submit(qp, &sqe, NULL, 0, 0, cb, arg, NULL);
+    pthread_mutex_unlock(&qp->lock);
+    return rc;
+}
+
 int nvl_qpair_submit_write(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
                            const struct nvl_dma *buf, size_t off, nvl_io_cb cb, void *arg)
 {

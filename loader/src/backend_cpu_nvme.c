@@ -3,7 +3,8 @@
  * The thread cuts each read into units: a block-aligned device range that lands in one buffer
  * the controller can DMA into, either the destination slot itself (zero copy) or a bounce slot
  * whose requested bytes are then copied to a host (memcpy) or device (cudaMemcpy) destination.
- * Units are split into commands of at most the controller's transfer size, spread round robin
+ * Units are split into commands of at most the controller's transfer size, whose PRPs point
+ * into the slot's PRP list built once at create time (nvl__slot_prp), spread round robin
  * over opts.n_queues queue pairs with up to opts.queue_depth commands in flight on each; one
  * doorbell write covers every command queued on a queue in one pass, and each poll writes the
  * CQ head doorbell once. The queue pairs belong to the controller and keep their ring state
@@ -274,8 +275,8 @@ static uint32_t submit_some(struct cpu_nvme *c)
 
     while (c->free_cmds) {
         struct unit *u = c->cutting;
+        uint64_t len, prp1, prp2;
         struct cmd *k;
-        uint64_t len;
         int q, rc;
 
         if (!u) {
@@ -286,11 +287,12 @@ static uint32_t submit_some(struct cpu_nvme *c)
         q = qp_pick(c);
         if (q < 0)
             break;
-        len = min_u64(c->max_cmd, u->len - u->cut);
+        /* The command's PRPs come from the slot's list built at create time. */
+        len = nvl__slot_cmd_bytes(u->slot_off + u->cut, min_u64(c->max_cmd, u->len - u->cut));
+        nvl__slot_prp(u->slot, u->slot_off + u->cut, len, &prp1, &prp2);
         k = c->free_cmds;
-        rc = nvl_qpair_submit_read(c->qp[q], (u->dev_off + u->cut) / l->block_size,
-                                   (uint32_t)(len / l->block_size), u->slot->dma,
-                                   u->slot_off + u->cut, cmd_done, k);
+        rc = nvl_qpair_submit_read_prp(c->qp[q], (u->dev_off + u->cut) / l->block_size,
+                                       (uint32_t)(len / l->block_size), prp1, prp2, cmd_done, k);
         if (rc == -EAGAIN)
             break; /* the SQ has no free slot until the controller's sqhd moves: poll first */
         if (rc) {

@@ -41,6 +41,11 @@ int nvl_qpair_submit_read(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
                           const struct nvl_dma *buf, size_t off, nvl_io_cb cb, void *arg);
 int nvl_qpair_submit_write(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
                            const struct nvl_dma *buf, size_t off, nvl_io_cb cb, void *arg);
+/* Like nvl_qpair_submit_read, but the data pointer is PRP1/PRP2 the caller built (NVMe 1.4
+ * §4.3) in memory mapped through the controller's transport: for buffers whose PRP lists are
+ * built once at setup (the loader's staging slots) instead of per command. */
+int nvl_qpair_submit_read_prp(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb, uint64_t prp1,
+                              uint64_t prp2, nvl_io_cb cb, void *arg);
 int nvl_qpair_submit_flush(struct nvl_qpair *qp, nvl_io_cb cb, void *arg);
 
 /* Rings the SQ doorbell for everything submitted since the last ring. */
