@@ -1,0 +1,52 @@
+/* nvinfer: options shared by its subcommands, and the subcommands' entry points. */
+#ifndef NVINFER_H
+#define NVINFER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nvl_model.h"
+
+struct nvinfer_opts {
+    const char *model;         /* -m: GGUF file */
+    const char *prompt;        /* -p: prompt text, or NULL */
+    const char *system;        /* --system: system message for chat */
+    const char *chat_template; /* --chat-template: family name overriding the file's */
+    int32_t n_predict;         /* -n: tokens to generate; < 0: until end of generation */
+    int32_t n_ctx;             /* -c: context length; 0: the model's, at most 4096 */
+    int32_t n_threads;         /* -t: 0: one per CPU */
+    int32_t n_batch;           /* -b: prompt tokens per forward pass; 0: default */
+    struct nvl_sampler_params sampling;
+    bool seed_set;  /* --seed was given; otherwise a seed is drawn and shown with -v */
+    bool chat;      /* -i: interactive chat */
+    bool benchmark; /* --benchmark */
+    bool verbose;   /* -v */
+    bool kv_f32;    /* --kv-f32 */
+};
+
+/* Parses the options of `nvinfer [run]`. Returns 0, 1 when help was printed, or -1 after
+ * printing an error. */
+int nvinfer_parse_args(int argc, char **argv, struct nvinfer_opts *opts);
+void nvinfer_usage(FILE *out);
+
+/* A loaded model with its vocab and chat template, and the session that runs it. */
+struct nvinfer_model {
+    struct nvl_llama_model *model;
+    struct nvl_vocab *vocab;
+    struct nvl_chat_template *tmpl; /* NULL when the model has no known template */
+    struct nvl_session *session;
+    int32_t *eog; /* end-of-generation token ids */
+    int32_t n_eog;
+};
+
+/* Loads the model and creates a session as the options say; prints errors. Returns 0 or -1. */
+int nvinfer_model_open(const struct nvinfer_opts *opts, struct nvinfer_model *m);
+void nvinfer_model_close(struct nvinfer_model *m);
+
+/* Subcommands. Each returns the process exit status. */
+int nvinfer_run_prompt(const struct nvinfer_opts *opts, struct nvinfer_model *m);
+int nvinfer_run_chat(const struct nvinfer_opts *opts, struct nvinfer_model *m);
+int nvinfer_run_benchmark(const struct nvinfer_opts *opts, struct nvinfer_model *m);
+
+#endif
