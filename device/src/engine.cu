@@ -178,7 +178,9 @@ static __device__ uint32_t claim(struct warp_state *w, const struct nvl_engine_p
         uint64_t old;
         uint32_t n_cmds, claimed, take;
 
-        if (r == w->producer) {
+        /* Posted means before the producer. The cached producer may be older than a request
+         * number another warp has moved req_next to: then refresh it. */
+        if ((int32_t)(w->producer - r) <= 0) {
             if (refreshed)
                 break;
             w->producer = nvl_dev_ld_sys_u32(&p.ctl->producer);
@@ -561,10 +563,12 @@ static __global__ void __launch_bounds__(32, 1) engine_kernel(const struct nvl_e
         if (atomicSub(&p.global->warps_active, 1u) == 1u) {
             uint32_t f = ld_volatile_u32(&p.global->fatal);
 
+            /* Plain stores: atomics on host memory need PCIe AtomicOps, which the engine does
+             * not rely on. The count of warps lives in device memory. */
             nvl_dev_st_sys_u32(&p.ctl->fatal, f);
+            nvl_dev_st_sys_u32(&p.ctl->warps_exited, p.n_queues);
             nvl_dev_st_release_sys_u32(&p.ctl->state, f ? NVL_ENGINE_FAILED : NVL_ENGINE_STOPPED);
         }
-        atomicAdd(&p.ctl->warps_exited, 1u);
     }
 }
 

@@ -134,7 +134,7 @@ struct nvl_engine_ctl {
     /* Written by the GPU. */
     uint32_t state;        /* enum nvl_engine_state */
     uint32_t fatal;        /* the status word that failed the engine, 0 while healthy */
-    uint32_t warps_exited; /* warps that have left the loop in this launch */
+    uint32_t warps_exited; /* n_queues once every warp has left the loop */
     uint32_t gpu_rsvd[13];
 };
 NVME_STATIC_ASSERT(sizeof(struct nvl_engine_ctl) == 128, "engine control block");

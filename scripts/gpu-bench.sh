@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The GPU I/O engine's tests and benchmarks, for a machine with a CUDA GPU. Builds what it needs
+# (or takes prebuilt binaries), runs every GPU test and benchmark, and prints a short table last.
+#
+#   scripts/gpu-bench.sh [--prebuilt DIR] [--out DIR] [--quick] [--disk-file PATH]
+#
+#   --prebuilt DIR   use DIR/bin/* and DIR/lib (LD_LIBRARY_PATH) instead of building
+#   --out DIR        keep logs there (default: a temporary directory)
+#   --quick          shorter runs (smoke test)
+#   --disk-file PATH the file on the machine's real disk for the file/gds/dd comparison
+#                    (default /var/tmp/nvl-bench.img, made with random data when missing)
+#
+# What runs, in order (each step under a time limit so a hang is reported, never waited out):
+#   1. test_engine_cmd, test_engine          engine unit tests; the second on the GPU vs the sim
+#   2. test_layer_loader --backend gpu-nvme  --sim-mem and --sim FILE, 669 MiB, 3/3 expected,
+#                                            plus device and host destinations
+#   3. bench_engine null                     engine overhead, 1/2/4/8 queues, 4 KiB and MDTS
+#   4. bench_engine layer                    669 MiB from a memory sim, with memcpy and H2D
+#   5. bench_engine layer --sim-opts bw=...  drive emulation at 3.35 and 7 GB/s
+#   6. bench_engine cpu                      CPU time per GB, gpu-nvme vs file
+#   7. file and gds backends on the real disk next to dd iflag=direct
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+PREBUILT=""
+OUT=""
+QUICK=0
+DISK_FILE=/var/tmp/nvl-bench.img
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --prebuilt) PREBUILT=$(cd "$2" && pwd); shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --disk-file) DISK_FILE=$2; shift 2 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "gpu-bench: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+OUT=${OUT:-$(mktemp -d /tmp/nvl-gpu-bench.XXXXXX)}
+mkdir -p "$OUT"
+LOG=$OUT/gpu-bench.log
+: >"$LOG"
+
+if [ -n "$PREBUILT" ]; then
+    BIN=$PREBUILT/bin
+    export LD_LIBRARY_PATH=$PREBUILT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+        export PATH=/usr/local/cuda/bin:$PATH
+    fi
+    BUILD=${BUILD_DIR:-build-gpu}
+    cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNVL_WITH_CUDA=ON \
+        >>"$LOG" 2>&1 || { echo "gpu-bench: configure failed (see $LOG)"; exit 1; }
+    cmake --build "$BUILD" -j"$(nproc)" --target test_engine_cmd test_engine bench_engine \
+        test_layer_loader >>"$LOG" 2>&1 || { echo "gpu-bench: build failed (see $LOG)"; exit 1; }
+    BIN=$OUT/bin
+    mkdir -p "$BIN"
+    for t in tests/device/test_engine_cmd tests/host/test_engine tools/bench/bench_engine \
+        tools/test_layer_loader/test_layer_loader; do
+        cp "$BUILD/$t" "$BIN/"
+    done
+fi
+
+# libcufile for the gds backend: the CUDA toolkit's, or the one pip installs with PyTorch.
+if ! ldconfig -p 2>/dev/null | grep -q libcufile; then
+    for d in /usr/local/cuda/lib64 $(python3 -c 'import nvidia.cufile, os; print(os.path.dirname(nvidia.cufile.__file__) + "/lib")' 2>/dev/null); do
+        if ls "$d"/libcufile.so* >/dev/null 2>&1; then
+            export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+            break
+        fi
+    done
+fi
+
+GPU=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+DATE=$(date -u +%Y-%m-%d)
+echo "gpu-bench: $GPU, $DATE, $(nproc) CPUs, logs in $OUT"
+
+declare -a STEP_NAMES STEP_RESULTS
+step() { # step NAME LIMIT_S CMD...: runs CMD with a limit, logs it, records pass/fail
+    local name=$1 limit=$2 rc
+    shift 2
+    echo "== $name: $*" | tee -a "$LOG"
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.out" 2>&1
+    rc=$?
+    cat "$OUT/$name.out" >>"$LOG"
+    tail -n 4 "$OUT/$name.out"
+    case $rc in
+    0) STEP_RESULTS+=("ok") ;;
+    77) STEP_RESULTS+=("skipped") ;;
+    124 | 137) STEP_RESULTS+=("TIMEOUT") ;;
+    *) STEP_RESULTS+=("FAIL($rc)") ;;
+    esac
+    STEP_NAMES+=("$name")
+    return 0
+}
+
+LAYER=669
+SECS=2
+REPS=5
+if [ $QUICK = 1 ]; then
+    LAYER=64
+    SECS=0.5
+    REPS=2
+fi
+SIMFILE=/var/tmp/nvl-sim.img
+
+step test_engine_cmd 120 "$BIN/test_engine_cmd"
+step test_engine 300 "$BIN/test_engine"
+step tll_gpu_sim_mem 300 "$BIN/test_layer_loader" --backend gpu-nvme --sim-mem "$LAYER"
+step tll_gpu_sim_file 300 "$BIN/test_layer_loader" --backend gpu-nvme --sim "$SIMFILE" "$LAYER"
+step tll_gpu_device 300 "$BIN/test_layer_loader" --backend gpu-nvme --dst device --sim-mem 256
+step tll_gpu_host 300 "$BIN/test_layer_loader" --backend gpu-nvme --dst host --sim-mem 256
+step bench_null 300 "$BIN/bench_engine" null --queues 1,2,4,8 --seconds "$SECS"
+step bench_layer 300 "$BIN/bench_engine" layer --mib "$LAYER" --queues 8 --reps "$REPS"
+step bench_bw335 300 "$BIN/bench_engine" layer --mib "$LAYER" --queues 8 --reps "$REPS" \
+    --sim-opts bw=3.35GB/s
+step bench_bw7 300 "$BIN/bench_engine" layer --mib "$LAYER" --queues 8 --reps "$REPS" \
+    --sim-opts bw=7GB/s
+
+# The real disk: a file of random data, larger than the layer.
+if [ ! -f "$DISK_FILE" ] || [ "$(stat -c %s "$DISK_FILE")" -lt $(((LAYER + 64) << 20)) ]; then
+    head -c $(((LAYER + 64) << 20)) /dev/urandom >"$DISK_FILE"
+    sync
+fi
+step bench_cpu 300 "$BIN/bench_engine" cpu --file "$DISK_FILE" --mib "$LAYER" --reps "$REPS"
+DISK_MB=$(((LAYER + 64)))
+step dd_direct 120 dd if="$DISK_FILE" of=/dev/null bs=4M iflag=direct count=$((DISK_MB / 4))
+step tll_file_disk 300 "$BIN/test_layer_loader" --backend file --file "$DISK_FILE" "$LAYER"
+step tll_gds_disk 300 "$BIN/test_layer_loader" --backend gds --file "$DISK_FILE" "$LAYER"
+
+# ---- the table -------------------------------------------------------------------------
+kv() { # kv FILE KEY: value of KEY= in the RESULT lines of FILE (one per line)
+    grep '^RESULT' "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+tll_rate() { # the throughput figure test_layer_loader printed for its test N
+    grep -E "^test $2 " "$1" 2>/dev/null | grep -oE '[0-9.]+ GB/s' | head -1
+}
+{
+    echo
+    echo "GPU I/O engine, $GPU, $DATE"
+    echo
+    echo "| step | result |"
+    echo "|---|---|"
+    for i in "${!STEP_NAMES[@]}"; do
+        n=${STEP_NAMES[$i]}
+        echo "| $n | ${STEP_RESULTS[$i]} $(grep -oE '^[0-9]+/[0-9]+ passed' "$OUT/$n.out" | tail -1) |"
+    done
+    echo
+    echo "| queues | 4 KiB IOPS (null sim) | MDTS GB/s (null sim) | cmds per SQ doorbell |"
+    echo "|---|---|---|---|"
+    paste -d' ' <(kv "$OUT/bench_null.out" queues) <(kv "$OUT/bench_null.out" iops_4k) \
+        <(kv "$OUT/bench_null.out" gbps_mdts) <(kv "$OUT/bench_null.out" cmds_per_sq_doorbell) |
+        while read -r q i g d; do
+            awk -v q="$q" -v i="$i" -v g="$g" -v d="$d" \
+                'BEGIN { printf "| %s | %.2f M | %s | %s |\n", q, i / 1e6, g, d }'
+        done
+    echo
+    echo "| layer read (${LAYER} MiB) | GB/s (median) | best | configured | ratio |"
+    echo "|---|---|---|---|---|"
+    for f in bench_layer bench_bw335 bench_bw7; do
+        echo "| $f | $(kv "$OUT/$f.out" gbps_median) | $(kv "$OUT/$f.out" gbps_best) |" \
+            "$(kv "$OUT/$f.out" configured_gbps) | $(kv "$OUT/$f.out" ratio) |"
+    done
+    echo "| host memcpy | $(kv "$OUT/bench_layer.out" memcpy_gbps) | | | |"
+    echo "| pinned H2D | $(kv "$OUT/bench_layer.out" h2d_pinned_gbps) | | | |"
+    echo
+    echo "| CPU s per GB | gpu-nvme $(kv "$OUT/bench_cpu.out" gpu_nvme_cpu_s_per_gb) |" \
+        "file $(kv "$OUT/bench_cpu.out" file_cpu_s_per_gb) |"
+    echo
+    echo "| real disk ($DISK_FILE) | GB/s |"
+    echo "|---|---|"
+    echo "| dd iflag=direct bs=4M | $(grep -oE '[0-9.]+ [GM]B/s' "$OUT/dd_direct.out" | tail -1) |"
+    echo "| file backend, test 2 | $(tll_rate "$OUT/tll_file_disk.out" 2) |"
+    echo "| gds backend, test 2 | $(tll_rate "$OUT/tll_gds_disk.out" 2) |"
+    grep -i "compat" "$OUT/tll_gds_disk.out" | head -2 | sed 's/^/    /'
+} | tee "$OUT/table.md"
