@@ -138,14 +138,7 @@ int nvl_gguf_writer_set_version(struct nvl_gguf_writer *w, uint32_t version)
 
 int nvl_gguf_writer_set_alignment(struct nvl_gguf_writer *w, uint32_t alignment)
 {
-    int ret;
-
-    if (!alignment || alignment > NVL_GGUF_MAX_ALIGNMENT || (alignment & (alignment - 1)))
-        return -EINVAL;
-    ret = nvl_gguf_writer_set_u32(w, "general.alignment", alignment);
-    if (!ret)
-        w->alignment = alignment;
-    return ret;
+    return nvl_gguf_writer_set_u32(w, "general.alignment", alignment);
 }
 
 /* ---- metadata ----------------------------------------------------------------------------- */
@@ -169,6 +162,19 @@ static int writer_put(struct nvl_gguf_writer *w, const char *key, uint32_t type,
     if (!klen || klen > UINT16_MAX) {
         free(value->p);
         return -EINVAL;
+    }
+    /* The data alignment is a property of the file layout, so the key must stay consistent
+     * with it: only a UINT32 power of two is accepted, and it takes effect. */
+    if (!strcmp(key, "general.alignment")) {
+        uint32_t a = 0;
+
+        if (type == NVL_GGUF_TYPE_UINT32 && value->len == 4)
+            memcpy(&a, value->p, 4);
+        if (!a || a > NVL_GGUF_MAX_ALIGNMENT || (a & (a - 1))) {
+            free(value->p);
+            return -EINVAL;
+        }
+        w->alignment = a;
     }
     i = writer_find_key(w, key);
     if (i >= 0) {
@@ -322,6 +328,14 @@ int nvl_gguf_writer_set_kv_from(struct nvl_gguf_writer *w, const struct nvl_gguf
 
     if (!key || nvl_gguf_kv_value(g, i, &v))
         return -EINVAL;
+    if (!strcmp(key, "general.alignment")) {
+        /* The reader accepts any integer type here; we always write UINT32. */
+        int64_t a;
+
+        if (nvl_gguf_get_int(g, key, &a) || a <= 0 || a > (int64_t)NVL_GGUF_MAX_ALIGNMENT)
+            return -EINVAL;
+        return nvl_gguf_writer_set_alignment(w, (uint32_t)a);
+    }
     switch (v.type) {
     case NVL_GGUF_TYPE_STRING:
         return nvl_gguf_writer_set_strn(w, key, v.str.data, v.str.len);

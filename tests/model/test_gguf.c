@@ -680,6 +680,8 @@ static void writer_round_trip(void **state)
     assert_int_equal(nvl_gguf_writer_remove_key(w, "t.gone"), 0);
     assert_int_equal(nvl_gguf_writer_remove_key(w, "t.gone"), -ENOENT);
     assert_int_equal(nvl_gguf_writer_set_alignment(w, 48), -EINVAL);
+    assert_int_equal(nvl_gguf_writer_set_u64(w, "general.alignment", 64), -EINVAL);
+    assert_int_equal(nvl_gguf_writer_set_u32(w, "general.alignment", 96), -EINVAL);
     assert_int_equal(nvl_gguf_writer_set_alignment(w, 64), 0);
 
     assert_int_equal(nvl_gguf_writer_add_tensor(w, "f32", NVL_GGML_TYPE_F32, 2, ne_f32, f32data),
