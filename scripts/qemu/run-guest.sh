@@ -20,7 +20,8 @@
 #                         on PATH). Repeatable.
 #   --run CMD             a shell command to run in the guest; the run fails at the first command
 #                         that exits non-zero. Repeatable.
-#   --script FILE         a shell script to run in the guest (after the --run commands).
+#   --script FILE         a shell script to run in the guest (after the --run commands), with
+#                         `sh -e` and the functions below.
 #   --bind first|all|none which controllers /init binds to vfio-pci (default first). With none the
 #                         vfio modules are not loaded either (nvload-setup does it).
 #   --mem MIB             guest memory (default 512).   --smp N    guest CPUs (default 1).
@@ -102,7 +103,8 @@ case $BIND in first | all | none) ;; *) die "--bind must be first, all or none, 
 [ -z "$SCRIPT" ] || [ -f "$SCRIPT" ] || die "no such script: $SCRIPT"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 BUSYBOX=$(command -v busybox || true)
-[ -n "$BUSYBOX" ] && file -L "$BUSYBOX" | grep -q 'statically linked' ||
+# The initramfs has no C library for busybox to load: it must be the static build.
+[ -n "$BUSYBOX" ] && ! ldd "$BUSYBOX" >/dev/null 2>&1 ||
     die "a static busybox is needed (apt-get install busybox-static)"
 
 KOPT=()
@@ -144,7 +146,8 @@ add_file() { # add_file SRC DEST
     [ -e "$src" ] || die "--add: no such file: $src"
     mkdir -p "$STAGE$(dirname "$dest")"
     cp -L "$src" "$STAGE$dest"
-    if file -L "$src" | grep -q 'dynamically linked'; then
+    # ldd fails on static programs and on non-ELF files (scripts, data): nothing to add then.
+    if ldd "$src" >/dev/null 2>&1; then
         for lib in $(ldd "$src" | grep -o '/[^ ]*' | sort -u); do
             [ -e "$STAGE$lib" ] && continue
             mkdir -p "$STAGE$(dirname "$lib")"
@@ -178,7 +181,8 @@ done
     for cmd in "${RUNS[@]}"; do
         printf 'nvl_step %q\n' "$cmd"
     done
-    [ -z "$SCRIPT" ] || echo "nvl_step 'sh -e /nvl/script.sh'"
+    # The script gets the guest-lib.sh functions too, and stops at its first failing command.
+    [ -z "$SCRIPT" ] || echo "nvl_step 'sh -ec \". /nvl/lib.sh; . /nvl/script.sh\"'"
 } >"$STAGE/nvl/run.sh"
 [ -z "$SCRIPT" ] || cp "$SCRIPT" "$STAGE/nvl/script.sh"
 

@@ -339,6 +339,8 @@ int nvl_setup_bind(struct nvl_setup_env *e, const char *bdf, const struct nvl_se
     rc = nvl_setup_check_nvme(e, bdf, NULL, NULL);
     if (rc)
         return rc;
+    if (o && o->user && !getpwnam(o->user))
+        return nvl_setup_fail(e, -ENOENT, "no user named '%s'", o->user);
     rc = nvl_setup_driver(e, bdf, r->old_driver, sizeof(r->old_driver));
     if (rc)
         return nvl_setup_fail(e, rc, "cannot read the driver of %s: %s", bdf, strerror(-rc));
