@@ -159,7 +159,7 @@ static int writer_put(struct nvl_gguf_writer *w, const char *key, uint32_t type,
     size_t klen = key ? strlen(key) : 0;
     int64_t i;
 
-    if (!klen || klen > UINT16_MAX) {
+    if (!klen) {
         free(value->p);
         return -EINVAL;
     }

@@ -215,7 +215,7 @@ int nvl_gguf_writer_set_version(struct nvl_gguf_writer *w, uint32_t version);
 int nvl_gguf_writer_set_alignment(struct nvl_gguf_writer *w, uint32_t alignment);
 
 /* Metadata. Setting a key that exists replaces its value in place (its position is kept). Keys
- * are 1..65535 bytes. Arrays and strings are copied. Return 0 or -errno. general.alignment may
+ * are non-empty C strings. Arrays and strings are copied. Return 0 or -errno. general.alignment may
  * only be set as a valid UINT32 alignment, and then sets the alignment (as set_alignment). */
 int nvl_gguf_writer_set_u8(struct nvl_gguf_writer *w, const char *key, uint8_t v);
 int nvl_gguf_writer_set_i8(struct nvl_gguf_writer *w, const char *key, int8_t v);
