@@ -15,9 +15,11 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* Polls of the generation counter before a worker sleeps: about 50-100 us, longer than the gap
- * between two operations of a forward pass and far shorter than the gap between two tokens. */
-#define POOL_SPIN_ITERS 20000
+/* Polls of the generation counter before a worker sleeps. A pause takes 10-140 cycles depending
+ * on the CPU, so this is some 10-100 us: longer than the gap between two operations of a forward
+ * pass, far shorter than the gap between two tokens, and short enough that a pool with more
+ * threads than free cores does not spend its cores spinning. */
+#define POOL_SPIN_ITERS 2000
 
 struct pool_worker {
     struct nvl_threadpool *pool;
