@@ -93,6 +93,7 @@ struct nvl_block_q4_1 {
     uint8_t qs[NVL_QK4_1 / 2]; /* 4-bit quants */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q4_1) == 20, "block_q4_1");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q4_1, qs) == 4, "block_q4_1.qs");
 
 /* Q5_0: x = d * (q - 16), q in [0, 31]; bit j of qh is the fifth bit of element j. */
 struct nvl_block_q5_0 {
@@ -101,6 +102,7 @@ struct nvl_block_q5_0 {
     uint8_t qs[NVL_QK5_0 / 2]; /* low 4 bits */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q5_0) == 22, "block_q5_0");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q5_0, qs) == 6, "block_q5_0.qs");
 
 /* Q5_1: x = d * q + m, q in [0, 31]. */
 struct nvl_block_q5_1 {
@@ -110,6 +112,7 @@ struct nvl_block_q5_1 {
     uint8_t qs[NVL_QK5_1 / 2]; /* low 4 bits */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q5_1) == 24, "block_q5_1");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q5_1, qs) == 8, "block_q5_1.qs");
 
 /* Q8_0: x = d * q. */
 struct nvl_block_q8_0 {
@@ -125,6 +128,7 @@ struct nvl_block_q8_1 {
     int8_t qs[NVL_QK8_1]; /* quants */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q8_1) == 36, "block_q8_1");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q8_1, qs) == 4, "block_q8_1.qs");
 
 /* Q2_K: 16 sub-blocks of 16; x = d * (scales & 15) * q - dmin * (scales >> 4), q in [0, 3]. */
 struct nvl_block_q2_K {
@@ -134,6 +138,7 @@ struct nvl_block_q2_K {
     uint16_t dmin;                 /* fp16 super-block scale for mins */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q2_K) == 84, "block_q2_K");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q2_K, d) == 80, "block_q2_K.d");
 
 /* Q3_K: 16 sub-blocks of 16; x = d * (scale - 32) * (q - 4 * !hbit), 6-bit scales. */
 struct nvl_block_q3_K {
@@ -143,6 +148,7 @@ struct nvl_block_q3_K {
     uint16_t d;                  /* fp16 super-block scale */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q3_K) == 110, "block_q3_K");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q3_K, d) == 108, "block_q3_K.d");
 
 /* Q4_K: 8 sub-blocks of 32; x = d * sc * q - dmin * m, 6-bit sc and m, q in [0, 15]. */
 struct nvl_block_q4_K {
@@ -152,6 +158,7 @@ struct nvl_block_q4_K {
     uint8_t qs[NVL_QK_K / 2];         /* 4-bit quants */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q4_K) == 144, "block_q4_K");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q4_K, qs) == 16, "block_q4_K.qs");
 
 /* Q5_K: as Q4_K with a fifth bit per quant. */
 struct nvl_block_q5_K {
@@ -162,6 +169,7 @@ struct nvl_block_q5_K {
     uint8_t qs[NVL_QK_K / 2];         /* low 4 bits */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q5_K) == 176, "block_q5_K");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q5_K, qs) == 48, "block_q5_K.qs");
 
 /* Q6_K: 16 sub-blocks of 16; x = d * scale * (q - 32), q in [0, 63]. */
 struct nvl_block_q6_K {
@@ -171,6 +179,7 @@ struct nvl_block_q6_K {
     uint16_t d;                   /* fp16 super-block scale */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q6_K) == 210, "block_q6_K");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q6_K, d) == 208, "block_q6_K.d");
 
 /* Q8_K: activation format for K-quant dot products; fp32 scale, per-16 sums of the quants. */
 struct nvl_block_q8_K {
@@ -179,6 +188,7 @@ struct nvl_block_q8_K {
     int16_t bsums[NVL_QK_K / 16]; /* sum of each group of 16 quants */
 };
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_block_q8_K) == 292, "block_q8_K");
+NVL_QUANT_STATIC_ASSERT(offsetof(struct nvl_block_q8_K, bsums) == 260, "block_q8_K.bsums");
 
 /* Size and capability of one type. */
 struct nvl_ggml_type_traits {
