@@ -1,7 +1,9 @@
 /* test_layer_loader: validates a Layer Loader path byte for byte against an independent reference.
  *
  *   test_layer_loader [options] BDF [MiB]         a real controller bound to vfio-pci; the
- *                                                 reference is the cpu-nvme path on other queues
+ *                                                 reference is the cpu-nvme path on a queue of
+ *                                                 its own, or pread() of --ref FILE (an image of
+ *                                                 the drive's contents, as in the QEMU test)
  *   test_layer_loader [options] --sim FILE [MiB]  the software controller backed by FILE (made,
  *                                                 with a random pattern, when missing or short);
  *                                                 the reference is pread() of FILE
@@ -52,7 +54,8 @@ struct args {
     uint64_t layer_bytes;
     enum nvl_loader_backend backend;
     const char *sim_spec;
-    const char *dst; /* host | slot | device | NULL (per test default) */
+    const char *ref_path; /* BDF: compare with this file instead of the cpu-nvme path */
+    const char *dst;      /* host | slot | device | NULL (per test default) */
     uint32_t queues, depth, qsize;
     uint64_t seed;
     uint64_t min_reads;
@@ -112,6 +115,7 @@ static void usage(FILE *f)
                "(default 256)\n"
                "  --reads N        at least N reads in test 3 (default 1000)\n"
                "  --seed N         pattern and offset seed (default 1)\n"
+               "  --ref FILE       (BDF) the reference is pread() of FILE, an image of the drive\n"
                "MiB is the layer size of test 2 (default 669).\n");
 }
 
@@ -127,19 +131,13 @@ static int parse_u64(const char *s, uint64_t *v)
 static int parse_args(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {
-        {"sim", required_argument, NULL, 's'},
-        {"sim-mem", no_argument, NULL, 'm'},
-        {"file", required_argument, NULL, 'f'},
-        {"backend", required_argument, NULL, 'b'},
-        {"sim-opts", required_argument, NULL, 'o'},
-        {"dst", required_argument, NULL, 'd'},
-        {"queues", required_argument, NULL, 'q'},
-        {"depth", required_argument, NULL, 'D'},
-        {"qsize", required_argument, NULL, 'Q'},
-        {"reads", required_argument, NULL, 'r'},
-        {"seed", required_argument, NULL, 'S'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"sim", required_argument, NULL, 's'},      {"sim-mem", no_argument, NULL, 'm'},
+        {"file", required_argument, NULL, 'f'},     {"backend", required_argument, NULL, 'b'},
+        {"sim-opts", required_argument, NULL, 'o'}, {"dst", required_argument, NULL, 'd'},
+        {"queues", required_argument, NULL, 'q'},   {"depth", required_argument, NULL, 'D'},
+        {"qsize", required_argument, NULL, 'Q'},    {"reads", required_argument, NULL, 'r'},
+        {"seed", required_argument, NULL, 'S'},     {"help", no_argument, NULL, 'h'},
+        {"ref", required_argument, NULL, 'R'},      {NULL, 0, NULL, 0},
     };
     bool have_target = false;
     uint64_t v;
@@ -172,6 +170,9 @@ static int parse_args(int argc, char **argv, struct args *a)
             break;
         case 'o':
             a->sim_spec = optarg;
+            break;
+        case 'R':
+            a->ref_path = optarg;
             break;
         case 'd':
             if (strcmp(optarg, "host") && strcmp(optarg, "slot") && strcmp(optarg, "device")) {
@@ -284,7 +285,7 @@ static int ctrl_up(struct ctx *x)
 
     nvl_ctrl_opts_init(&co);
     /* On hardware the reference path takes queues of its own. */
-    co.n_io_queues = x->a.kind == TARGET_BDF ? x->a.queues + 1 : x->a.queues;
+    co.n_io_queues = x->a.kind == TARGET_BDF && !x->a.ref_path ? x->a.queues + 1 : x->a.queues;
     co.io_queue_depth = x->a.qsize;
     rc = nvl_ctrl_create(x->transport, &co, &x->ctrl);
     if (rc)
@@ -306,6 +307,13 @@ static int target_open(struct ctx *x)
             fprintf(stderr, "cannot open %s through VFIO: %s (run nvload-setup %s first)\n",
                     x->a.target, nvl_strerror(rc), x->a.target);
             return rc;
+        }
+        if (x->a.ref_path) {
+            x->ref_fd = open(x->a.ref_path, O_RDONLY);
+            if (x->ref_fd < 0) {
+                fprintf(stderr, "cannot open %s: %s\n", x->a.ref_path, strerror(errno));
+                return -errno;
+            }
         }
         return ctrl_up(x);
     case TARGET_SIM_FILE:
@@ -430,7 +438,7 @@ static int loaders_create(struct ctx *x)
     } else {
         x->ring_entries = x->a.depth;
     }
-    if (x->a.kind == TARGET_BDF) {
+    if (x->a.kind == TARGET_BDF && x->ref_fd < 0) {
         nvl_loader_opts_init(&o);
         o.backend = NVL_LOADER_CPU_NVME;
         o.ctrl = x->ctrl;
