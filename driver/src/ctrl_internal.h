@@ -33,6 +33,7 @@ struct nvl_qpair {
     uint64_t *cid_words;      /* storage of cids */
     struct nvl_req *reqs;     /* per CID */
     uint32_t unrung;          /* SQEs written since the last SQ doorbell */
+    uint32_t empty_polls;     /* nvl_qpair_poll calls in a row that reaped nothing */
     int claimed;              /* 1: driven by an external engine, CPU path stays off */
     int created;              /* 1: exists on the controller (Create I/O SQ succeeded) */
     int cq_created;           /* 1: its CQ exists on the controller */

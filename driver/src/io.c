@@ -8,7 +8,8 @@
 #include "ctrl_internal.h"
 #include "nvl_driver/log.h"
 
-#define IO_CHECK_EVERY 1024u /* empty polls between clock reads */
+#define IO_CHECK_EVERY     1024u  /* empty polls between clock reads (synchronous calls) */
+#define IO_POLL_CSTS_EVERY 65536u /* empty nvl_qpair_poll calls between CSTS reads */
 
 static int io_qpair_usable(const struct nvl_qpair *qp)
 {
@@ -135,6 +136,10 @@ int nvl_qpair_poll(struct nvl_qpair *qp, uint32_t max)
     if (rc == 0) {
         nvl__qpair_ring(qp);
         rc = nvl__qpair_process(qp, max);
+        if (rc == 0 && qp->cids.used && ++qp->empty_polls % IO_POLL_CSTS_EVERY == 0)
+            rc = nvl__ctrl_check_fatal(qp->ctrl, "polling");
+        else if (rc > 0)
+            qp->empty_polls = 0;
         if (rc < 0)
             qp->ctrl->needs_reset = 1;
     }

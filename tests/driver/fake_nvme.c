@@ -327,6 +327,10 @@ static int fake_io(struct fake_nvme *f, const struct nvme_sqe *sqe, uint16_t *st
     f->n.io++;
     if (f->o.drop_io_nth && nth == f->o.drop_io_nth)
         return 1;
+    if (f->o.cfs_io_nth && nth == f->o.cfs_io_nth) {
+        reg_wr(f, NVME_REG_CSTS, reg_rd(f, NVME_REG_CSTS) | NVME_CSTS_CFS);
+        return 1;
+    }
     if (f->o.fail_io_nth && nth == f->o.fail_io_nth) {
         *st = f->o.fail_status;
         return 0;

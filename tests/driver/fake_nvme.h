@@ -27,6 +27,7 @@ struct fake_nvme_opts {
     uint64_t fail_io_nth; /* the nth I/O command (1-based) fails with fail_status; 0 none */
     uint64_t drop_io_nth; /* the nth I/O command is never completed; 0 none */
     int bad_cid_io_nth;   /* the nth I/O completion carries an unknown CID; 0 none */
+    uint64_t cfs_io_nth;  /* the nth I/O command sets CSTS.CFS instead of completing; 0 none */
     int reverse;          /* complete each batch of fetched commands in reverse order */
 };
 

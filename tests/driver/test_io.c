@@ -279,6 +279,64 @@ static void async_api(void **state)
     env_destroy(e);
 }
 
+static void caller_built_prps(void **state)
+{
+    struct fake_nvme_opts fo;
+    struct async_state s = {0, 0};
+    struct nvl_prp_list_mem lists;
+    struct nvl_dma *list_dma = NULL;
+    struct nvl_qpair *qp;
+    struct env *e;
+    uint64_t prp1, prp2;
+    int spins = 0;
+
+    (void)state;
+    fake_nvme_opts_init(&fo);
+    e = env_create(&fo, 1, 8);
+    qp = nvl_ctrl_qpair(e->c, 0);
+    fill(fake_nvme_data(e->f), 64 << 10, 13);
+    assert_int_equal(nvl_dma_create(fake_nvme_transport(e->f), 4096, 0, &list_dma), 0);
+    lists.vaddr = list_dma->vaddr;
+    lists.iova = list_dma->iova;
+    lists.pages = 1;
+    /* 64 KiB into the buffer at offset 0x100: PRP1 with an offset plus a 16-entry list. */
+    assert_int_equal(nvl_prp_build(e->a, 0x100, 64 << 10, 4096, &lists, &prp1, &prp2), 0);
+    assert_int_equal(nvl_qpair_submit_read_prp(qp, 0, 128, prp1, prp2, async_cb, &s), 0);
+    assert_int_equal(nvl_qpair_submit_read_prp(qp, 0, 128, prp1 | 2, prp2, async_cb, &s), -EINVAL);
+    while (s.done < 1 && spins++ < 10000000)
+        assert_true(nvl_qpair_poll(qp, 0) >= 0);
+    assert_int_equal(s.errors, 0);
+    assert_memory_equal((uint8_t *)e->a->vaddr + 0x100, fake_nvme_data(e->f), 64 << 10);
+    nvl_dma_destroy(list_dma);
+    env_destroy(e);
+}
+
+static void poll_sees_fatal_status(void **state)
+{
+    struct fake_nvme_opts fo;
+    struct async_state s = {0, 0};
+    struct nvl_qpair *qp;
+    struct env *e;
+    uint32_t i;
+    int rc = 0;
+
+    (void)state;
+    fake_nvme_opts_init(&fo);
+    fo.cfs_io_nth = 1;
+    e = env_create(&fo, 1, 8);
+    qp = nvl_ctrl_qpair(e->c, 0);
+    assert_int_equal(nvl_qpair_submit_read(qp, 0, 8, e->a, 0, async_cb, &s), 0);
+    for (i = 0; i < 10u * 65536u && rc == 0; i++)
+        rc = nvl_qpair_poll(qp, 0);
+    assert_int_equal(rc, -EIO);
+    /* The caller resets; the command in flight is cancelled. */
+    assert_int_equal(nvl_ctrl_reset(e->c), 0);
+    assert_int_equal(s.done, 1);
+    assert_int_equal(s.errors, 1);
+    assert_int_equal(nvl_qpair_outstanding(qp), 0);
+    env_destroy(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +348,8 @@ int main(void)
         cmocka_unit_test(malformed_completion_resets),
         cmocka_unit_test(bad_ranges),
         cmocka_unit_test(async_api),
+        cmocka_unit_test(caller_built_prps),
+        cmocka_unit_test(poll_sees_fatal_status),
     };
     if (!getenv("NVL_LOG"))
         nvl_log_set_level(NVL_LOG_ERROR);

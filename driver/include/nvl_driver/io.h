@@ -53,8 +53,10 @@ void nvl_qpair_flush_sq(struct nvl_qpair *qp);
 
 /* Rings the SQ doorbell if needed, then reaps up to max completions (0: no limit), calling
  * their callbacks, and writes the CQ head doorbell once. Returns the number reaped, or -errno:
- * -EIO when the controller reported fatal status (CSTS.CFS) or posted a malformed completion
- * (unknown CID, sqhd outside the window); the controller then needs nvl_ctrl_reset. */
+ * -EIO when the controller posted a malformed completion (unknown CID, sqhd outside the
+ * window) or reports fatal status (CSTS.CFS, read once every 65536 polls that reaped nothing
+ * while commands are in flight); the controller then needs nvl_ctrl_reset. Timeouts are the
+ * caller's: a command that never completes is not detected here. */
 int nvl_qpair_poll(struct nvl_qpair *qp, uint32_t max);
 
 /* Commands submitted and not yet completed. */
