@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 
@@ -321,6 +322,29 @@ static void out_of_order_completions(void **state)
     env_fini(&v);
 }
 
+/* Waits for stream s with a deadline; on expiry reports what each party saw and fails. */
+static void stream_sync_or_report(struct env *v, cudaStream_t s, const uint32_t *word,
+                                  uint32_t first)
+{
+    cudaError_t err;
+    uint32_t st = 0;
+    double t0 = now_s();
+
+    while ((err = cudaStreamQuery(s)) == cudaErrorNotReady) {
+        if (now_s() - t0 > 10) {
+            int rc = nvl_host_engine_poll(v->e, first, 1, &st);
+
+            fail_msg("stream still waiting after 10 s: word %u, request poll %d status 0x%x, "
+                     "engine state %u",
+                     __atomic_load_n(word, __ATOMIC_ACQUIRE), rc, st,
+                     nvl_host_engine_state(v->e, NULL));
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(err, cudaSuccess);
+}
+
 /* A compute stream waits on the GPU for a request's notify word: nothing after the wait runs
  * before the data has landed, and the CPU never synchronises. */
 static void stream_waits_on_gpu(void **state)
@@ -352,12 +376,13 @@ static void stream_waits_on_gpu(void **state)
     memset(v.buf->vaddr, 0x5a, bytes);
     assert_int_equal(nvl_host_engine_start(v.e), 0);
 
+    print_message("  stream waits through %s\n", nvl_host_stream_mechanism());
     for (int round = 0; round < 2; round++) {
-        /* Round 0 through stream memory operations, round 1 through the wait kernel. */
-        if (round == 0)
-            assert_int_equal(nvl_host_stream_wait_word(s, word_dev, 1, 10000000000ull), 0);
+        /* Round 0 through the wait kernel, round 1 through stream memory operations. */
+        if (round == 1)
+            assert_int_equal(nvl_host_stream_wait_word(s, word_dev, 2, 10000000000ull), 0);
         else
-            assert_int_equal(nvl_engine_wait_word_launch(word_dev, 2, 10000000000ull, NULL, s), 0);
+            assert_int_equal(nvl_engine_wait_word_launch(word_dev, 1, 10000000000ull, NULL, s), 0);
         assert_int_equal(cudaMemcpyAsync(dev, buf_dev, bytes, cudaMemcpyDefault, s), cudaSuccess);
         /* Nothing posted yet: the stream must still be waiting. */
         struct timespec ts = {0, 50000000};
@@ -368,7 +393,7 @@ static void stream_waits_on_gpu(void **state)
         q.notify_addr = (uint64_t)(uintptr_t)word_dev;
         q.notify_value = (uint32_t)round + 1;
         assert_int_equal(nvl_host_engine_post(v.e, &q, 1, &first), 0);
-        assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
+        stream_sync_or_report(&v, s, word, first);
         assert_int_equal(cudaMemcpy(host_copy, dev, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
         assert_memory_equal(host_copy, v.mem + q.slba * 512, bytes);
         assert_int_equal(nvl_host_engine_poll(v.e, first, 1, &st), 0);
@@ -567,16 +592,20 @@ int main(void)
         cmocka_unit_test(reads_and_wraps),
         cmocka_unit_test(queues_groups_and_coalescing),
         cmocka_unit_test(out_of_order_completions),
-        cmocka_unit_test(stream_waits_on_gpu),
         cmocka_unit_test(stop_drains_restart_rolls_on),
         cmocka_unit_test(nvme_error_and_bad_request),
         cmocka_unit_test(lost_completion_times_out),
         cmocka_unit_test(controller_fatal_status),
+        cmocka_unit_test(stream_waits_on_gpu),
     };
 
     if (!has_gpu()) {
         fprintf(stderr, "test_engine: no CUDA device, skipped\n");
         return 77;
     }
+    if (getenv("NVL_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("NVL_TEST_FILTER"));
+    /* A hang is a failure, not a stuck CI job. */
+    alarm(240);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
