@@ -468,6 +468,9 @@ struct dst_buf {
 
 static enum nvl_dst_kind dst_kind_for(const struct ctx *x, enum nvl_dst_kind dflt)
 {
+    /* cuFile reads into GPU memory; anything else would measure its bounce copy. */
+    if (!x->a.dst && nvl_loader_backend(x->l) == NVL_LOADER_GDS)
+        return NVL_DST_DEVICE;
     if (!x->a.dst)
         return dflt;
     if (!strcmp(x->a.dst, "host"))
