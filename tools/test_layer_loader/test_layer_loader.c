@@ -108,7 +108,7 @@ static void usage(FILE *f)
                "  --backend NAME   auto (default), gpu-nvme, cpu-nvme, gds, file\n"
                "  --sim-opts SPEC  extra sim options, e.g. \"lba=4096,mdts=5,bw=7GB/s,threads=2\"\n"
                "  --dst KIND       destination of every test: host, slot or device (default: slot\n"
-               "                   for tests 1-2, host for test 3)\n"
+               "                   for tests 1-2, host for test 3; device for gds)\n"
                "  --queues N       I/O queue pairs (default 4)\n"
                "  --depth N        commands in flight per queue (default 64)\n"
                "  --qsize N        entries per I/O queue when bringing the controller up "
