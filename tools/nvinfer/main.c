@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "nvinfer.h"
+#include "serve.h"
 
 /* Why the CPU backend runs, for -v. The GPU backend does not exist yet; once it does, this is
  * where the choice between them is made and explained. */
@@ -183,6 +184,7 @@ int main(int argc, char **argv)
         int (*fn)(int argc, char **argv);
     } subcommands[] = {
         {"run", cmd_run},
+        {"serve", nvinfer_serve},
     };
     if (argc > 1)
         for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
