@@ -2,7 +2,8 @@
 """Tests `nvgguf info` and `nvgguf quantize` end to end, checking the results with the
 independent `gguf` package.
 
-usage: test_nvgguf.py NVGGUF SHARED_DIR
+usage: test_nvgguf.py NVGGUF SHARED_DIR            (info and quantize on small models)
+       test_nvgguf.py NVGGUF SHARED_DIR SMOLLM2.gguf  (requantize SmolLM2; exit 77 if absent)
 
 - info prints the header, metadata and tensor table of stories260K, and fails cleanly (exit 1,
   message with the offset) on a truncated file.
@@ -12,6 +13,10 @@ usage: test_nvgguf.py NVGGUF SHARED_DIR
   copied, general.file_type is set, quantized bytes equal gguf.quants.quantize where the package
   can quantize, and the dequantized weights are within the format's expected error.
 - usage errors exit 2 with a message.
+- with the SmolLM2-135M-Instruct Q4_1 file: requantizing it to q8_0 and
+  q4_K gives the tensor types llama.cpp would choose (its rows of 576 are not a multiple of 256,
+  so those matrices fall back from q4_K to q5_0 and the tied embedding from q6_K to q8_0), copies
+  all metadata, and stays within the formats' error of the Q4_1 weights.
 """
 import os
 import subprocess
@@ -24,6 +29,7 @@ from gguf import quants
 from gguf.constants import GGMLQuantizationType as QT
 
 NVGGUF, SHARED = sys.argv[1], sys.argv[2]
+SMOLLM2 = sys.argv[3] if len(sys.argv) > 3 else ""
 failures = []
 
 
@@ -199,10 +205,52 @@ def test_quantize(tmp):
     check(r.returncode == 1 and "'blk.0.attn_q.weight': row 2 has a NaN" in r.stderr and not os.path.exists(out), f"NaN input: {r.stderr!r}")
 
 
+def test_smollm2(tmp):
+    src = gguf.GGUFReader(SMOLLM2)
+    src_t = {t.name: t for t in src.tensors}
+    for want in ("q8_0", "q4_K"):
+        dst = os.path.join(tmp, f"smollm2-{want}.gguf")
+        r = nvgguf("quantize", SMOLLM2, dst, want)
+        check(r.returncode == 0, f"smollm2 {want}: exit {r.returncode} {r.stderr}")
+        if r.returncode:
+            continue
+        rd = gguf.GGUFReader(dst)
+        for key, fld in src.fields.items():
+            if not key.startswith("GGUF.") and key != "general.file_type":
+                check(rd.fields[key].contents() == fld.contents(), f"smollm2 {want}: {key} copied")
+        counts = {}
+        for t in rd.tensors:
+            s_t = src_t[t.name]
+            got = t.tensor_type.name.lower().replace("_k", "_K")
+            if len(t.shape) == 1:
+                exp = "f32"
+            elif t.name == "token_embd.weight":
+                exp = "q8_0"  # tied output: q6_K wanted, 576 % 256 != 0 -> q8_0
+            elif want == "q4_K" and int(t.shape[0]) % 256:
+                exp = "q5_0"
+            else:
+                exp = want
+            check(got == exp, f"smollm2 {want}: {t.name} is {got}, expected {exp}")
+            counts[got] = counts.get(got, 0) + 1
+            a = quants.dequantize(s_t.data, s_t.tensor_type).astype(np.float64)
+            if got != s_t.tensor_type.name.lower().replace("_k", "_K"):
+                y = quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+                rmse = float(np.sqrt(np.mean((y - a) ** 2)))
+                bound = noise_bound(a.astype(np.float32).reshape(-1), got)
+                check(rmse <= 1.05 * bound, f"smollm2 {want}: {t.name} ({got}) rmse {rmse:.3g} > {bound:.3g}")
+        print(f"ok: smollm2 -> {want}: {counts}, {os.path.getsize(dst)} bytes")
+
+
 def main():
+    if SMOLLM2 and not os.path.exists(SMOLLM2):
+        print(f"skip: {SMOLLM2} not present (scripts/fetch-model.sh fetches it)")
+        return 77
     with tempfile.TemporaryDirectory() as tmp:
-        test_info(tmp)
-        test_quantize(tmp)
+        if SMOLLM2:
+            test_smollm2(tmp)
+        else:
+            test_info(tmp)
+            test_quantize(tmp)
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1
