@@ -498,12 +498,23 @@ void cpu_f32_to_f16(const float *x, uint16_t *y, int64_t n)
 /* ------------------------------------------------------------------------------------------ */
 /* Matrix product */
 
+#define MATMUL_PREFETCH_BYTES 1536
+
 void cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float *scratch)
 {
     const struct cpu_type_ops *ops = cpu_type_ops(mm->w_type);
     const uint8_t *w = (const uint8_t *)mm->w + (uint64_t)r0 * mm->w_row_bytes;
     const uint8_t *x = mm->x;
+    /* Weights stream from memory once per token. The hardware prefetchers alone leave the loads
+     * waiting (they stop at page boundaries and, under a hypervisor, often do less): prefetching
+     * the row about MATMUL_PREFETCH_BYTES ahead measured 3.5x faster on Q4_1 rows of 576. */
+    int64_t ahead = (int64_t)((MATMUL_PREFETCH_BYTES + mm->w_row_bytes - 1) / mm->w_row_bytes);
     for (int64_t r = r0; r < r1; r++, w += mm->w_row_bytes) {
+        if (r + ahead < mm->rows) {
+            const uint8_t *next = w + (uint64_t)ahead * mm->w_row_bytes;
+            for (uint64_t off = 0; off < mm->w_row_bytes; off += 64)
+                __builtin_prefetch(next + off, 0, 0);
+        }
         const void *row = w;
         cpu_vec_dot_fn dot = ops->dot;
         if (!dot) {
