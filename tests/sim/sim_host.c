@@ -50,39 +50,50 @@ int host_create(struct host *h, const char *spec)
 
 void host_destroy(struct host *h)
 {
-    uint32_t q;
+    uint32_t i;
 
     nvl_sim_destroy(h->sim);
     /* The sim is gone, so the buffers are just memory now. */
-    free(h->aq.sqm.p);
-    free(h->aq.cqm.p);
-    for (q = 0; q <= HOST_MAX_QUEUES; q++) {
-        free(h->ioq[q].sqm.p);
-        free(h->ioq[q].cqm.p);
-    }
+    for (i = 0; i < HOST_MAX_BUFS; i++)
+        free(h->bufs[i]);
     memset(h, 0, sizeof(*h));
 }
 
 int host_buf(struct host *h, size_t len, struct hbuf *b)
 {
+    uint32_t i;
+
     len = (len + 4095) & ~(size_t)4095;
     b->p = aligned_alloc(4096, len);
     if (!b->p)
         return -ENOMEM;
     memset(b->p, 0, len);
     b->len = len;
-    if (h->tr->ops->dma_map(h->tr, b->p, len, &b->iova)) {
-        free(b->p);
-        b->p = NULL;
-        return -EIO;
+    if (h->tr->ops->dma_map(h->tr, b->p, len, &b->iova))
+        goto err_free;
+    for (i = 0; i < HOST_MAX_BUFS; i++) {
+        if (!h->bufs[i]) {
+            h->bufs[i] = b->p;
+            return 0;
+        }
     }
-    return 0;
+    h->tr->ops->dma_unmap(h->tr, b->p, len, b->iova);
+err_free:
+    free(b->p);
+    b->p = NULL;
+    return -EIO;
 }
 
 void host_buf_free(struct host *h, struct hbuf *b)
 {
-    if (b->p && h->tr->ops->dma_unmap(h->tr, b->p, b->len, b->iova) == 0)
+    uint32_t i;
+
+    if (b->p && h->tr->ops->dma_unmap(h->tr, b->p, b->len, b->iova) == 0) {
+        for (i = 0; i < HOST_MAX_BUFS; i++)
+            if (h->bufs[i] == b->p)
+                h->bufs[i] = NULL;
         free(b->p);
+    }
     memset(b, 0, sizeof(*b));
 }
 
@@ -114,7 +125,7 @@ volatile uint32_t *host_cq_db(struct host *h, uint32_t qid)
 
 void host_db_write(volatile uint32_t *db, uint32_t v)
 {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* Release: the SQEs (or the reads of consumed CQEs) come before the new doorbell value. */
     __atomic_store_n(db, v, __ATOMIC_RELEASE);
 }
 
@@ -207,7 +218,17 @@ int host_reap_noring(struct hq *q, struct nvme_cqe *out, int timeout_ms)
         if (++spins > 1000)
             sleep_us(20);
     }
-    memcpy(out, &q->cq[q->cq_head], sizeof(*out));
+    /* After the acquire of the phase tag, read the body field by field as the sim wrote it. */
+    {
+        struct nvme_cqe *e = &q->cq[q->cq_head];
+
+        out->dw0 = __atomic_load_n(&e->dw0, __ATOMIC_RELAXED);
+        out->dw1 = __atomic_load_n(&e->dw1, __ATOMIC_RELAXED);
+        out->sqhd = __atomic_load_n(&e->sqhd, __ATOMIC_RELAXED);
+        out->sqid = __atomic_load_n(&e->sqid, __ATOMIC_RELAXED);
+        out->cid = __atomic_load_n(&e->cid, __ATOMIC_RELAXED);
+        out->status = __atomic_load_n(&e->status, __ATOMIC_RELAXED);
+    }
     if (++q->cq_head == q->size) {
         q->cq_head = 0;
         q->phase ^= 1u;

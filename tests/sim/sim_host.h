@@ -31,6 +31,7 @@ struct hq {
 };
 
 #define HOST_MAX_QUEUES 16
+#define HOST_MAX_BUFS   512
 
 struct host {
     struct nvl_sim *sim;
@@ -39,6 +40,7 @@ struct host {
     uint32_t stride;
     struct hq aq;
     struct hq ioq[HOST_MAX_QUEUES + 1];
+    void *bufs[HOST_MAX_BUFS]; /* every host_buf allocation, freed by host_destroy */
 };
 
 /* Status field (no phase) of a CQE. */
@@ -51,7 +53,10 @@ struct host {
 int host_create(struct host *h, const char *spec);
 void host_destroy(struct host *h);
 
+/* Page-aligned, zeroed memory mapped through the sim's transport. Buffers still allocated when
+ * the host is destroyed are freed then. */
 int host_buf(struct host *h, size_t len, struct hbuf *b);
+/* Unmaps and frees b. */
 void host_buf_free(struct host *h, struct hbuf *b);
 
 uint32_t host_reg32(struct host *h, uint32_t off);

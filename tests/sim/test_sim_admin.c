@@ -304,7 +304,6 @@ static void queue_past_region_end(void **state)
     create_sq_raw(&f, 1, 65, 1, 1, small.iova, SC(0, 0x04));
     assert_int_equal(host_viol(&h, NVL_SIM_VIOL_DMA), 2);
     host_destroy(&h);
-    free(small.p);
 }
 
 /* Every Create I/O SQ rule of §5.4, and the deletion order of §5.5/§5.6. */

@@ -177,7 +177,7 @@ static void early_doorbell_is_dropped(void **state)
     host_db_write(host_sq_db(&h, 0), 1);
     sleep_us(3000);
     assert_true(host_viol(&h, NVL_SIM_VIOL_DOORBELL_EARLY) >= 1);
-    assert_int_equal(*host_sq_db(&h, 0), 0);
+    assert_int_equal(__atomic_load_n(host_sq_db(&h, 0), __ATOMIC_ACQUIRE), 0);
     /* The controller still comes up and works normally afterwards. */
     assert_int_equal(host_enable(&h, 8), 0);
     memset(&sqe, 0, sizeof(sqe));

@@ -403,6 +403,10 @@ int nvl_sim_create(const struct nvl_sim_opts *opts, struct nvl_sim **out)
         t->sim = sim;
         t->index = i;
         t->rng = sim->opts.seed ^ (0x9e3779b97f4a7c15ull * (i + 1));
+        /* The control thread always naps when idle: admin commands are not latency bound. */
+        t->idle_max_ns = (uint64_t)sim->opts.idle_us * 1000u;
+        if (i == sim->nthreads && !t->idle_max_ns)
+            t->idle_max_ns = 200000u;
         t->max_segs = sim->max_xfer_pages + 1;
         t->segs = calloc(t->max_segs, sizeof(*t->segs));
         if (!t->segs) {

@@ -241,8 +241,8 @@ static uint32_t ctrl_tick(struct nvl_sim *sim, struct sim_thread *t, struct ctrl
         if (SIM_LOAD(&sim->fatal))
             return 0;
         work = ctrl_shutdown(sim, l, cc, now);
-        work += sim_sq_service(t, &sim->asq, now);
-        work += sim_cq_service(t, &sim->acq, now);
+        work += sim_sq_service(t, &sim->asq);
+        work += sim_cq_service(t, &sim->acq);
         if (now - l->last_scan >= SIM_SCAN_NS) {
             l->last_scan = now;
             ctrl_absent_doorbells(sim);
@@ -285,7 +285,8 @@ void *sim_ctrl_main(void *arg)
 
         t->next_due_ns = UINT64_MAX;
         t->pending = 0;
-        work = ctrl_tick(sim, t, &l, sim_now_ns());
+        t->now = sim_now_ns();
+        work = ctrl_tick(sim, t, &l, t->now);
         SIM_STORE_SC(&t->epoch, t->epoch + 1);
         sim_idle(t, &idle_since, work != 0);
     }

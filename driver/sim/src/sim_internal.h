@@ -258,12 +258,23 @@ struct sim_thread {
     int online;               /* 0 while asleep (seq_cst) */
     uint64_t pending;         /* completions waiting in its CQs, counted each pass */
     uint64_t next_due_ns;     /* earliest due time seen in the last pass */
+    uint64_t now;             /* clock of the current pass, read lazily; 0 = not yet */
+    uint64_t idle_max_ns;     /* longest idle sleep; 0 = spin */
     struct sim_dma_cache dcache;
     struct sim_seg *segs;
     uint32_t max_segs;
     uint64_t rng;
     uint64_t ctr[SIM_C_COUNT]; /* written by this thread only, read relaxed by others */
 } __attribute__((aligned(64)));
+
+/* The current pass's clock, read at most once per pass, and only when needed: without a model
+ * and without pending completions the hot path never reads the clock. */
+static inline uint64_t sim_clock(struct sim_thread *t)
+{
+    if (!t->now)
+        t->now = sim_now_ns();
+    return t->now;
+}
 
 #define SIM_COUNT(t, c, n) SIM_STORE(&(t)->ctr[(c)], SIM_LOAD(&(t)->ctr[(c)]) + (n))
 
@@ -367,9 +378,9 @@ int sim_sq_init(struct sim_sq *sq, uint16_t qid, struct nvme_sqe *ring, uint64_t
                 uint32_t size, volatile uint32_t *db, struct sim_cq *cq);
 void sim_sq_fini(struct sim_sq *sq);
 /* Fetches and executes up to SIM_BATCH commands of sq. Returns the number fetched. */
-uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq, uint64_t now);
+uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq);
 /* Reads the CQ head doorbell and posts due completions. Returns work done. */
-uint32_t sim_cq_service(struct sim_thread *t, struct sim_cq *cq, uint64_t now);
+uint32_t sim_cq_service(struct sim_thread *t, struct sim_cq *cq);
 
 /* sim_admin.c */
 struct sim_cmd_result {

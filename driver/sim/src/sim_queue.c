@@ -89,14 +89,16 @@ static void cid_clear(struct sim_sq *sq, uint16_t cid)
 static void cq_post(struct sim_thread *t, struct sim_cq *cq, const struct sim_sq *sq, uint16_t cid,
                     uint16_t status, uint32_t dw0)
 {
-    uint32_t *e = (uint32_t *)&cq->ring[cq->tail];
-    uint32_t dw3 = (uint32_t)cid | ((uint32_t)nvme_cqe_status_make(status, cq->phase) << 16);
+    struct nvme_cqe *e = &cq->ring[cq->tail];
 
-    SIM_STORE(&e[0], dw0);
-    SIM_STORE(&e[1], 0u);
-    SIM_STORE(&e[2], sq->head | ((uint32_t)sq->qid << 16));
-    /* Release: the body above is visible before the phase tag that publishes it. */
-    SIM_STORE_REL(&e[3], dw3);
+    SIM_STORE(&e->dw0, dw0);
+    SIM_STORE(&e->dw1, 0u);
+    SIM_STORE(&e->sqhd, (uint16_t)sq->head);
+    SIM_STORE(&e->sqid, sq->qid);
+    SIM_STORE(&e->cid, cid);
+    /* Release, last: everything above is visible before the phase tag that publishes it. The
+     * host polls exactly this half-word (nvme_cq_ready), so the pair is one atomic object. */
+    SIM_STORE_REL(&e->status, nvme_cqe_status_make(status, cq->phase));
     if (++cq->tail == cq->size) {
         cq->tail = 0;
         cq->phase ^= 1u;
@@ -136,14 +138,18 @@ static void pending_post(struct sim_thread *t, struct sim_cq *cq, struct sim_pen
     p->sq->inflight--;
 }
 
-uint32_t sim_cq_service(struct sim_thread *t, struct sim_cq *cq, uint64_t now)
+uint32_t sim_cq_service(struct sim_thread *t, struct sim_cq *cq)
 {
     uint32_t work = 0, i;
     int r = cq_refresh_head(t, cq);
+    uint64_t now;
 
     if (r < 0)
         return 0;
     work += (uint32_t)r;
+    if (!cq->fifo_n && !cq->late_n)
+        return work;
+    now = sim_clock(t);
     while (cq->fifo_n) {
         struct sim_pending *p = &cq->fifo[cq->fifo_head];
 
@@ -202,8 +208,7 @@ static void pending_add(struct sim_thread *t, struct sim_sq *sq, uint16_t cid, u
 }
 
 /* Executes one fetched command and completes it now, later, or never (fault injection). */
-static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_sqe *sqe,
-                    uint64_t now)
+static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_sqe *sqe)
 {
     struct nvl_sim *sim = t->sim;
     struct sim_cq *cq = sq->cq;
@@ -252,22 +257,25 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
     if (sim_unlikely(fa.fired && fa.kind == NVL_SIM_FAULT_LOSE))
         return;
     cq->reserved++;
-    if (sim->model.enabled && sq->qid && !r.status)
-        due = sim_model_due(&sim->model, now, r.bytes);
-    else if (sim->model.enabled && sq->qid)
-        due = now + sim->model.lat_ns;
+    if (sim->model.enabled && sq->qid) {
+        uint64_t now = sim_clock(t);
+
+        due = r.status ? now + sim->model.lat_ns : sim_model_due(&sim->model, now, r.bytes);
+        if (due <= now)
+            due = 0;
+    }
     if (sim_unlikely(fa.fired && fa.kind == NVL_SIM_FAULT_DELAY)) {
-        pending_add(t, sq, sqe->cid, r.status, r.dw0, (due ? due : now) + fa.delay_ns, 1);
+        pending_add(t, sq, sqe->cid, r.status, r.dw0, (due ? due : sim_clock(t)) + fa.delay_ns, 1);
         return;
     }
-    if (due > now) {
+    if (due) {
         pending_add(t, sq, sqe->cid, r.status, r.dw0, due, 0);
         return;
     }
     cq_post(t, cq, sq, sqe->cid, r.status, r.dw0);
 }
 
-uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq, uint64_t now)
+uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq)
 {
     struct sim_cq *cq = sq->cq;
     uint32_t db, n = 0;
@@ -314,7 +322,7 @@ uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq, uint64_t now)
         if (++sq->head == sq->size)
             sq->head = 0;
         n++;
-        sim_cmd(t, sq, &sqe, now);
+        sim_cmd(t, sq, &sqe);
         if (sim_unlikely(SIM_LOAD(&t->sim->fatal)))
             break;
     }
@@ -332,7 +340,7 @@ static void cpu_relax(void)
 
 void sim_idle(struct sim_thread *t, uint64_t *idle_since, int worked)
 {
-    uint64_t max_ns = (uint64_t)t->sim->opts.idle_us * 1000u;
+    uint64_t max_ns = t->idle_max_ns;
     uint64_t now, sleep_ns;
     struct timespec ts;
 
@@ -384,15 +392,15 @@ void *sim_io_main(void *arg)
     while (!SIM_LOAD_ACQ(&sim->stop)) {
         struct sim_qtable *tb = SIM_LOAD_SC(&t->table);
         uint32_t work = 0, i;
-        uint64_t now = sim_now_ns();
 
+        t->now = 0;
         t->next_due_ns = UINT64_MAX;
         t->pending = 0;
         if (tb && !SIM_LOAD(&sim->fatal)) {
             for (i = 0; i < tb->nsq; i++)
-                work += sim_sq_service(t, tb->sq[i], now);
+                work += sim_sq_service(t, tb->sq[i]);
             for (i = 0; i < tb->ncq; i++)
-                work += sim_cq_service(t, tb->cq[i], now);
+                work += sim_cq_service(t, tb->cq[i]);
         }
         /* Quiescent point: nothing from this pass's tables is held past here. */
         SIM_STORE_SC(&t->epoch, t->epoch + 1);
