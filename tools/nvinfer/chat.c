@@ -178,8 +178,6 @@ int nvinfer_run_chat(const struct nvinfer_opts *o, struct nvinfer_model *m)
             len = (size_t)got;
             while (len && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
                 len--;
-            if (!tty)
-                printf("> %.*s\n", (int)len, msg);
         }
         if (len == 0)
             continue;
@@ -192,6 +190,9 @@ int nvinfer_run_chat(const struct nvinfer_opts *o, struct nvinfer_model *m)
             nvl_sampler_reset(smp);
             continue;
         }
+        /* Piped input is not echoed by a terminal: show what is being answered. */
+        if (!tty && msg != o->prompt)
+            printf("> %.*s\n", (int)len, msg);
         if (conv_add(&conv, "user", msg, len))
             goto err_oom;
         if (chat_turn(o, m, smp, &conv)) {
