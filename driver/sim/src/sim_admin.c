@@ -292,6 +292,18 @@ int sim_publish_table(struct nvl_sim *sim, uint32_t idx, struct sim_thread *self
     return 0;
 }
 
+/* Queue state on cache lines of its own: queues of different service threads must not share
+ * a line, or every SQE fetched on one would bounce the other's state. */
+static void *sim_queue_alloc(size_t size)
+{
+    size_t rounded = (size + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, rounded);
+
+    if (p)
+        memset(p, 0, rounded);
+    return p;
+}
+
 /* Validates and translates a contiguous queue's memory. 0 or the NVMe status. */
 static uint16_t queue_memory(struct sim_thread *t, const struct nvme_sqe *sqe, uint64_t bytes,
                              void **ring)
@@ -346,7 +358,7 @@ static void admin_create_cq(struct sim_thread *t, const struct nvme_sqe *sqe,
     r->status = queue_memory(t, sqe, (uint64_t)(qsize + 1) * sizeof(struct nvme_cqe), &ring);
     if (r->status)
         return;
-    cq = calloc(1, sizeof(*cq));
+    cq = sim_queue_alloc(sizeof(*cq));
     if (!cq || sim_cq_init(cq, (uint16_t)qid, ring, sqe->prp1, qsize + 1, sim_cq_db(sim, qid))) {
         free(cq);
         r->status = st_generic(NVME_SC_INTERNAL);
@@ -409,7 +421,7 @@ static void admin_create_sq(struct sim_thread *t, const struct nvme_sqe *sqe,
     if (r->status)
         return;
     cq = sim->cqs[cqid];
-    sq = calloc(1, sizeof(*sq));
+    sq = sim_queue_alloc(sizeof(*sq));
     if (!sq ||
         sim_sq_init(sq, (uint16_t)qid, ring, sqe->prp1, qsize + 1, sim_sq_db(sim, qid), cq)) {
         free(sq);
