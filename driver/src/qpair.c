@@ -67,14 +67,31 @@ int nvl__qpair_init(struct nvl_qpair *qp, struct nvl_ctrl *c, uint16_t qid, uint
     if (qp->prp_pages) {
         size_t bytes = (size_t)ncids * qp->prp_pages * page;
         unsigned flags = page > 4096 ? NVL_DMA_CONTIG : 0;
+        size_t slot;
 
-        if (bytes >= NVL_DMA_HUGEPAGE)
+        /* A chained list continues at lists.iova + page (prp.h), so the list pages of one
+         * command must be bus-contiguous. In no-IOMMU mode 4 KiB pages lie anywhere: back the
+         * pool with hugepages then, and check every command's slot below. */
+        if (bytes >= NVL_DMA_HUGEPAGE || qp->prp_pages > 1)
             flags |= NVL_DMA_TRY_HUGE;
         rc = nvl_dma_create(c->t, bytes, flags, &qp->prp);
         if (rc) {
             nvl_log_error(c->name, "queue %u: cannot allocate %zu bytes of PRP lists: %s", qid,
                           bytes, nvl_strerror(rc));
             goto err_free_ring;
+        }
+        for (slot = 0; qp->prp_pages > 1 && slot < ncids; slot++) {
+            if (!nvl_dma_contig_at(qp->prp, slot * qp->prp_pages * page, qp->prp_pages * page)) {
+                nvl_log_error(c->name,
+                              "queue %u: the %zu PRP list pages of a command are not "
+                              "bus-contiguous (no-IOMMU mode without hugepages): reserve "
+                              "hugepages or lower max_transfer",
+                              qid, qp->prp_pages);
+                rc = -ERANGE;
+                nvl_dma_destroy(qp->prp);
+                qp->prp = NULL;
+                goto err_free_ring;
+            }
         }
     }
     qp->cid_words = calloc(nvme_cid_map_words(ncids), sizeof(uint64_t));

@@ -14,20 +14,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "iova.h"
 #include "nvl_driver/log.h"
 
-#define PCI_COMMAND_OFF     0x04
-#define PCI_COMMAND_MEMORY  0x2
-#define PCI_COMMAND_MASTER  0x4
-#define PCI_CLASS_PROG_OFF  0x09 /* prog-if, subclass, class: 02 08 01 for NVMe */
-#define VFIO_IOVA_ALIGN_MAX (2u << 20)
-#define VFIO_MAX_RANGES     16
-#define VFIO_MAX_FREE       256
-
-/* A free IOVA extent [start, end). */
-struct iova_extent {
-    uint64_t start, end;
-};
+#define PCI_COMMAND_OFF    0x04
+#define PCI_COMMAND_MEMORY 0x2
+#define PCI_COMMAND_MASTER 0x4
+#define PCI_CLASS_PROG_OFF 0x09 /* prog-if, subclass, class: 02 08 01 for NVMe */
+#define VFIO_MAX_RANGES    16
 
 struct vfio_priv {
     struct nvl_transport t; /* embedded; t.priv points back here */
@@ -39,83 +33,33 @@ struct vfio_priv {
     int pagemap;   /* /proc/self/pagemap, no-IOMMU only */
     void *bar0;    /* mmap of region 0 */
     size_t bar0_len;
-    uint64_t cfg_off;                            /* file offset of the config region */
-    int can_reset;                               /* VFIO_DEVICE_FLAGS_RESET */
-    pthread_mutex_t lock;                        /* guards the IOVA free list */
-    struct iova_extent free_list[VFIO_MAX_FREE]; /* sorted, non-adjacent free extents */
-    uint32_t n_free;
+    uint64_t cfg_off;           /* file offset of the config region */
+    int can_reset;              /* VFIO_DEVICE_FLAGS_RESET */
+    pthread_mutex_t lock;       /* guards iova */
+    struct nvl_iova_alloc iova; /* type1 bus addresses */
 };
 
-/* ---- IOVA allocator: first fit over sorted free extents ---------------------------------- */
+/* ---- IOVA space (iova.c does the bookkeeping) ----------------------------------------- */
 
 static void iova_insert(struct vfio_priv *v, uint64_t start, uint64_t end)
 {
-    uint32_t i = 0, j;
-
-    while (i < v->n_free && v->free_list[i].start < start)
-        i++;
-    /* Merge with the previous and/or next extent when adjacent. */
-    if (i > 0 && v->free_list[i - 1].end == start) {
-        v->free_list[i - 1].end = end;
-        if (i < v->n_free && v->free_list[i].start == end) {
-            v->free_list[i - 1].end = v->free_list[i].end;
-            for (j = i; j + 1 < v->n_free; j++)
-                v->free_list[j] = v->free_list[j + 1];
-            v->n_free--;
-        }
-        return;
-    }
-    if (i < v->n_free && v->free_list[i].start == end) {
-        v->free_list[i].start = start;
-        return;
-    }
-    if (v->n_free == VFIO_MAX_FREE) {
-        /* Too fragmented to remember; the range is leaked (IOVA space is large). */
-        nvl_log_warn(v->bdf, "IOVA free list full; leaking 0x%llx bytes of IOVA space",
-                     (unsigned long long)(end - start));
-        return;
-    }
-    for (j = v->n_free; j > i; j--)
-        v->free_list[j] = v->free_list[j - 1];
-    v->free_list[i].start = start;
-    v->free_list[i].end = end;
-    v->n_free++;
+    nvl__iova_add(&v->iova, start, end);
 }
 
 static int iova_alloc(struct vfio_priv *v, uint64_t len, uint64_t *iova)
 {
-    uint64_t align = 4096;
-    uint32_t i;
+    int rc;
 
-    while (align < len && align < VFIO_IOVA_ALIGN_MAX)
-        align <<= 1;
     pthread_mutex_lock(&v->lock);
-    for (i = 0; i < v->n_free; i++) {
-        struct iova_extent e = v->free_list[i];
-        uint64_t start = (e.start + align - 1) & ~(align - 1);
-
-        if (start < e.start || start + len > e.end || start + len < start)
-            continue;
-        /* Take [start, start + len); give back the pieces before and after. */
-        memmove(&v->free_list[i], &v->free_list[i + 1],
-                (v->n_free - i - 1) * sizeof(v->free_list[0]));
-        v->n_free--;
-        if (start > e.start)
-            iova_insert(v, e.start, start);
-        if (start + len < e.end)
-            iova_insert(v, start + len, e.end);
-        *iova = start;
-        pthread_mutex_unlock(&v->lock);
-        return 0;
-    }
+    rc = nvl__iova_get(&v->iova, len, iova);
     pthread_mutex_unlock(&v->lock);
-    return -ENOSPC;
+    return rc;
 }
 
 static void iova_free(struct vfio_priv *v, uint64_t iova, uint64_t len)
 {
     pthread_mutex_lock(&v->lock);
-    iova_insert(v, iova, iova + len);
+    nvl__iova_put(&v->iova, iova, len);
     pthread_mutex_unlock(&v->lock);
 }
 
