@@ -10,6 +10,8 @@ APT_PACKAGES=(
     libcmocka-dev libpciaccess-dev liburing-dev libmicrohttpd-dev libcjson-dev libpcre2-dev
     python3 python3-venv python3-pip curl
     qemu-system-x86 qemu-utils busybox-static cpio kmod zstd
+    # scripts/qemu/kernel.sh: rebuilds vfio.ko (no-IOMMU) against the guest kernel headers
+    xz-utils gcc-12 make
 )
 
 missing=()
