@@ -40,7 +40,7 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t
     }
 }
 
-void nvl__dequant_q2_K(const void *src, float *dst, int64_t n)
+void nvl__dequant_q2_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q2_K *x = src;
     const int64_t nb = n / NVL_QK_K;
@@ -71,7 +71,7 @@ void nvl__dequant_q2_K(const void *src, float *dst, int64_t n)
     }
 }
 
-void nvl__dequant_q3_K(const void *src, float *dst, int64_t n)
+void nvl__dequant_q3_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
     const struct nvl_block_q3_K *x = src;
@@ -114,7 +114,7 @@ void nvl__dequant_q3_K(const void *src, float *dst, int64_t n)
     }
 }
 
-void nvl__dequant_q4_K(const void *src, float *dst, int64_t n)
+void nvl__dequant_q4_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q4_K *x = src;
     const int64_t nb = n / NVL_QK_K;
@@ -143,7 +143,7 @@ void nvl__dequant_q4_K(const void *src, float *dst, int64_t n)
     }
 }
 
-void nvl__dequant_q5_K(const void *src, float *dst, int64_t n)
+void nvl__dequant_q5_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q5_K *x = src;
     const int64_t nb = n / NVL_QK_K;
@@ -176,7 +176,7 @@ void nvl__dequant_q5_K(const void *src, float *dst, int64_t n)
     }
 }
 
-void nvl__dequant_q6_K(const void *src, float *dst, int64_t n)
+void nvl__dequant_q6_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q6_K *x = src;
     const int64_t nb = n / NVL_QK_K;
@@ -189,17 +189,23 @@ void nvl__dequant_q6_K(const void *src, float *dst, int64_t n)
         const int8_t *sc = x[i].scales;
 
         for (int n128 = 0; n128 < NVL_QK_K; n128 += 128) {
-            for (int l = 0; l < 32; l++) {
-                const int is = l / 16;
-                const int q1 = ((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                const int q3 = ((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            /* Two halves of 16 so that each inner loop has fixed scales (and vectorizes). The
+             * products keep ggml's order: (d * scale) * q. */
+            for (int half = 0; half < 2; half++) {
+                const float s1 = d * (float)sc[half + 0], s2 = d * (float)sc[half + 2];
+                const float s3 = d * (float)sc[half + 4], s4 = d * (float)sc[half + 6];
 
-                y[l + 0] = d * (float)sc[is + 0] * (float)q1;
-                y[l + 32] = d * (float)sc[is + 2] * (float)q2;
-                y[l + 64] = d * (float)sc[is + 4] * (float)q3;
-                y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+                for (int l = 16 * half; l < 16 * half + 16; l++) {
+                    const int q1 = ((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    const int q3 = ((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+
+                    y[l + 0] = s1 * (float)q1;
+                    y[l + 32] = s2 * (float)q2;
+                    y[l + 64] = s3 * (float)q3;
+                    y[l + 96] = s4 * (float)q4;
+                }
             }
             y += 128;
             ql += 64;
@@ -209,7 +215,7 @@ void nvl__dequant_q6_K(const void *src, float *dst, int64_t n)
     }
 }
 
-void nvl__dequant_q8_K(const void *src, float *dst, int64_t n)
+void nvl__dequant_q8_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q8_K *x = src;
     const int64_t nb = n / NVL_QK_K;
@@ -353,7 +359,7 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
     return scale;
 }
 
-void nvl__quant_q4_K(const float *src, void *dst, int64_t n)
+void nvl__quant_q4_K(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q4_K *y = dst;
     const int64_t nb = n / NVL_QK_K;
@@ -423,7 +429,7 @@ void nvl__quant_q4_K(const float *src, void *dst, int64_t n)
     }
 }
 
-void nvl__quant_q6_K(const float *src, void *dst, int64_t n)
+void nvl__quant_q6_K(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q6_K *y = dst;
     const int64_t nb = n / NVL_QK_K;
@@ -484,7 +490,7 @@ void nvl__quant_q6_K(const float *src, void *dst, int64_t n)
 
 /* Activations for K-quant dot products: one fp32 scale per 256, value of largest magnitude to
  * -127, plus per-16 sums. */
-void nvl__quant_q8_K(const float *src, void *dst, int64_t n)
+void nvl__quant_q8_K(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q8_K *y = dst;
     const int64_t nb = n / NVL_QK_K;

@@ -11,14 +11,14 @@
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-void nvl__dequant_q4_0(const void *src, float *dst, int64_t n)
+void nvl__dequant_q4_0(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q4_0 *x = src;
     const int64_t nb = n / NVL_QK4_0;
 
     for (int64_t i = 0; i < nb; i++) {
         const float d = nvl_fp16_to_fp32(x[i].d);
-        float *y = dst + i * NVL_QK4_0;
+        float *restrict y = dst + i * NVL_QK4_0;
 
         for (int j = 0; j < NVL_QK4_0 / 2; j++) {
             y[j] = (float)((x[i].qs[j] & 0x0F) - 8) * d;
@@ -27,7 +27,7 @@ void nvl__dequant_q4_0(const void *src, float *dst, int64_t n)
     }
 }
 
-void nvl__dequant_q4_1(const void *src, float *dst, int64_t n)
+void nvl__dequant_q4_1(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q4_1 *x = src;
     const int64_t nb = n / NVL_QK4_1;
@@ -35,7 +35,7 @@ void nvl__dequant_q4_1(const void *src, float *dst, int64_t n)
     for (int64_t i = 0; i < nb; i++) {
         const float d = nvl_fp16_to_fp32(x[i].d);
         const float m = nvl_fp16_to_fp32(x[i].m);
-        float *y = dst + i * NVL_QK4_1;
+        float *restrict y = dst + i * NVL_QK4_1;
 
         for (int j = 0; j < NVL_QK4_1 / 2; j++) {
             y[j] = (float)(x[i].qs[j] & 0x0F) * d + m;
@@ -44,28 +44,30 @@ void nvl__dequant_q4_1(const void *src, float *dst, int64_t n)
     }
 }
 
-void nvl__dequant_q5_0(const void *src, float *dst, int64_t n)
+void nvl__dequant_q5_0(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q5_0 *x = src;
     const int64_t nb = n / NVL_QK5_0;
 
     for (int64_t i = 0; i < nb; i++) {
         const float d = nvl_fp16_to_fp32(x[i].d);
-        float *y = dst + i * NVL_QK5_0;
+        float *restrict y = dst + i * NVL_QK5_0;
         uint32_t qh;
 
-        memcpy(&qh, x[i].qh, sizeof(qh));
-        for (int j = 0; j < NVL_QK5_0 / 2; j++) {
-            const int xh0 = ((qh >> j) << 4) & 0x10;
-            const int xh1 = (qh >> (j + 12)) & 0x10;
+        uint8_t hi[NVL_QK5_0];
 
-            y[j] = (float)(((x[i].qs[j] & 0x0F) | xh0) - 16) * d;
-            y[j + NVL_QK5_0 / 2] = (float)(((x[i].qs[j] >> 4) | xh1) - 16) * d;
+        memcpy(&qh, x[i].qh, sizeof(qh));
+        /* Fifth bits first (a per-lane variable shift does not vectorize without AVX2). */
+        for (int j = 0; j < NVL_QK5_0; j++)
+            hi[j] = (uint8_t)(((qh >> j) & 1) << 4);
+        for (int j = 0; j < NVL_QK5_0 / 2; j++) {
+            y[j] = (float)(((x[i].qs[j] & 0x0F) | hi[j]) - 16) * d;
+            y[j + NVL_QK5_0 / 2] = (float)(((x[i].qs[j] >> 4) | hi[j + 16]) - 16) * d;
         }
     }
 }
 
-void nvl__dequant_q5_1(const void *src, float *dst, int64_t n)
+void nvl__dequant_q5_1(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q5_1 *x = src;
     const int64_t nb = n / NVL_QK5_1;
@@ -73,42 +75,43 @@ void nvl__dequant_q5_1(const void *src, float *dst, int64_t n)
     for (int64_t i = 0; i < nb; i++) {
         const float d = nvl_fp16_to_fp32(x[i].d);
         const float m = nvl_fp16_to_fp32(x[i].m);
-        float *y = dst + i * NVL_QK5_1;
+        float *restrict y = dst + i * NVL_QK5_1;
         uint32_t qh;
 
-        memcpy(&qh, x[i].qh, sizeof(qh));
-        for (int j = 0; j < NVL_QK5_1 / 2; j++) {
-            const int xh0 = ((qh >> j) << 4) & 0x10;
-            const int xh1 = (qh >> (j + 12)) & 0x10;
+        uint8_t hi[NVL_QK5_1];
 
-            y[j] = (float)((x[i].qs[j] & 0x0F) | xh0) * d + m;
-            y[j + NVL_QK5_1 / 2] = (float)((x[i].qs[j] >> 4) | xh1) * d + m;
+        memcpy(&qh, x[i].qh, sizeof(qh));
+        for (int j = 0; j < NVL_QK5_1; j++)
+            hi[j] = (uint8_t)(((qh >> j) & 1) << 4);
+        for (int j = 0; j < NVL_QK5_1 / 2; j++) {
+            y[j] = (float)((x[i].qs[j] & 0x0F) | hi[j]) * d + m;
+            y[j + NVL_QK5_1 / 2] = (float)((x[i].qs[j] >> 4) | hi[j + 16]) * d + m;
         }
     }
 }
 
-void nvl__dequant_q8_0(const void *src, float *dst, int64_t n)
+void nvl__dequant_q8_0(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q8_0 *x = src;
     const int64_t nb = n / NVL_QK8_0;
 
     for (int64_t i = 0; i < nb; i++) {
         const float d = nvl_fp16_to_fp32(x[i].d);
-        float *y = dst + i * NVL_QK8_0;
+        float *restrict y = dst + i * NVL_QK8_0;
 
         for (int j = 0; j < NVL_QK8_0; j++)
             y[j] = (float)x[i].qs[j] * d;
     }
 }
 
-void nvl__dequant_q8_1(const void *src, float *dst, int64_t n)
+void nvl__dequant_q8_1(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q8_1 *x = src;
     const int64_t nb = n / NVL_QK8_1;
 
     for (int64_t i = 0; i < nb; i++) {
         const float d = nvl_fp16_to_fp32(x[i].d);
-        float *y = dst + i * NVL_QK8_1;
+        float *restrict y = dst + i * NVL_QK8_1;
 
         for (int j = 0; j < NVL_QK8_1; j++)
             y[j] = (float)x[i].qs[j] * d;
@@ -116,7 +119,7 @@ void nvl__dequant_q8_1(const void *src, float *dst, int64_t n)
 }
 
 /* Symmetric 4-bit: the value of largest magnitude maps to -8 exactly. */
-void nvl__quant_q4_0(const float *src, void *dst, int64_t n)
+void nvl__quant_q4_0(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q4_0 *y = dst;
     const int64_t nb = n / NVL_QK4_0;
@@ -147,7 +150,7 @@ void nvl__quant_q4_0(const float *src, void *dst, int64_t n)
 }
 
 /* Asymmetric 4-bit over [min, max]. */
-void nvl__quant_q4_1(const float *src, void *dst, int64_t n)
+void nvl__quant_q4_1(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q4_1 *y = dst;
     const int64_t nb = n / NVL_QK4_1;
@@ -178,7 +181,7 @@ void nvl__quant_q4_1(const float *src, void *dst, int64_t n)
     }
 }
 
-void nvl__quant_q5_0(const float *src, void *dst, int64_t n)
+void nvl__quant_q5_0(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q5_0 *y = dst;
     const int64_t nb = n / NVL_QK5_0;
@@ -212,7 +215,7 @@ void nvl__quant_q5_0(const float *src, void *dst, int64_t n)
     }
 }
 
-void nvl__quant_q5_1(const float *src, void *dst, int64_t n)
+void nvl__quant_q5_1(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q5_1 *y = dst;
     const int64_t nb = n / NVL_QK5_1;
@@ -248,7 +251,7 @@ void nvl__quant_q5_1(const float *src, void *dst, int64_t n)
 }
 
 /* Symmetric 8-bit: d = amax / 127, q = round(x / d). */
-void nvl__quant_q8_0(const float *src, void *dst, int64_t n)
+void nvl__quant_q8_0(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q8_0 *y = dst;
     const int64_t nb = n / NVL_QK8_0;
@@ -269,7 +272,7 @@ void nvl__quant_q8_0(const float *src, void *dst, int64_t n)
 }
 
 /* As Q8_0, plus s = d * sum(q) for the min term of Q4_1/Q5_1 dot products. */
-void nvl__quant_q8_1(const float *src, void *dst, int64_t n)
+void nvl__quant_q8_1(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q8_1 *y = dst;
     const int64_t nb = n / NVL_QK8_1;
