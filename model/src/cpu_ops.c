@@ -517,6 +517,8 @@ void cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float 
         }
         const void *row = w;
         cpu_vec_dot_fn dot = ops->dot;
+        if (mm->dequantize && mm->w_type != NVL_GGML_TYPE_F32)
+            dot = NULL;
         if (!dot) {
             /* Cannot fail: load accepted only types the dequantizer supports, with rows that are
              * whole blocks. */

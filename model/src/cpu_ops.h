@@ -81,6 +81,7 @@ struct cpu_matmul {
     size_t y_stride;      /* floats */
     int32_t n_tok;
     bool accumulate; /* y += W · x instead of y = W · x (residual connections) */
+    bool dequantize; /* x is fp32: dequantize each weight row even if an integer dot exists */
 };
 
 /* Computes outputs [r0, r1) of every token. scratch holds k floats (for dequantized rows). */

@@ -32,6 +32,7 @@ struct nvl_session {
     int32_t n_threads;
 
     bool kv_f32;
+    bool f32_act;    /* see nvl_session_params.f32_activations */
     size_t kv_elem;  /* bytes per cache element: 2 (fp16) or 4 */
     void *k_cache;   /* [n_layer][n_ctx][kv_dim] */
     void *v_cache;   /* [n_layer][n_ctx][kv_dim] */
@@ -96,6 +97,7 @@ int nvl_session_create(struct nvl_llama_model *model, const struct nvl_session_p
     s->n_batch = p.n_batch;
     s->n_threads = p.n_threads;
     s->kv_f32 = p.kv_f32;
+    s->f32_act = p.f32_activations;
     s->kv_elem = p.kv_f32 ? sizeof(float) : sizeof(uint16_t);
 
     const size_t B = (size_t)p.n_batch;
@@ -285,7 +287,7 @@ static void mm_add(struct nvl_session *s, struct mm_group *g, const struct nvl_l
                    const float *x, size_t x_stride, int32_t n_tok, float *y, size_t y_stride,
                    bool accumulate, unsigned *prepared)
 {
-    const enum cpu_act act = cpu_type_ops(w->type)->act;
+    const enum cpu_act act = s->f32_act ? CPU_ACT_F32 : cpu_type_ops(w->type)->act;
     size_t stride;
     const void *xa;
     if (act != CPU_ACT_F32 && (*prepared & (1u << act))) {
@@ -307,6 +309,7 @@ static void mm_add(struct nvl_session *s, struct mm_group *g, const struct nvl_l
         .y_stride = y_stride,
         .n_tok = n_tok,
         .accumulate = accumulate,
+        .dequantize = s->f32_act,
     };
 }
 
@@ -473,7 +476,11 @@ static void layer_forward(struct nvl_session *s, int32_t il, int32_t n_tok, int3
     mm_add(s, &g, &l->ffn_up, s->xn, e, n_tok, s->up, ff, false, &prepared);
     mm_group_run(s, &g);
 
-    struct swiglu_job sj = {.s = s, .n_tok = n_tok, .act = cpu_type_ops(l->ffn_down.type)->act};
+    struct swiglu_job sj = {
+        .s = s,
+        .n_tok = n_tok,
+        .act = s->f32_act ? CPU_ACT_F32 : cpu_type_ops(l->ffn_down.type)->act,
+    };
     nvl_threadpool_run(s->pool, swiglu_worker, &sj);
     g.n = 0;
     /* swiglu_worker already quantized the gate rows for this format. */

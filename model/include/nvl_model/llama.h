@@ -112,6 +112,10 @@ struct nvl_session_params {
     int32_t n_threads; /* 0: one per online CPU */
     int32_t n_batch;   /* prompt tokens per forward pass; 0: 64 */
     bool kv_f32;       /* KV cache in fp32 instead of fp16 (fp16 is llama.cpp's default) */
+    /* Dequantize weight rows and multiply in fp32 instead of quantizing activations to 8 bits for
+     * integer dot products: several times slower, but free of activation rounding, so it is the
+     * reference that quantized kernels (CPU or GPU) are compared with. */
+    bool f32_activations;
 };
 
 void nvl_session_params_default(struct nvl_session_params *params);
