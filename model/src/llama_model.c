@@ -152,12 +152,16 @@ static int bind(struct load_ctx *lc, struct nvl_llama_tensor *t, const char *nam
     const bool vector = ne1 == 0;
     if (gt->ne[2] != 1 || gt->ne[3] != 1 || gt->ne[0] != (uint64_t)ne0 ||
         (vector && gt->n_dims != 1) || (!vector && ne1 > 0 && rows != (uint64_t)ne1) ||
-        rows > LLAMA_MAX_DIM * 4ull)
+        rows > LLAMA_MAX_DIM * 4ull) {
+        char rows_want[32] = "any";
+        if (ne1 >= 0)
+            snprintf(rows_want, sizeof(rows_want), "%lld", (long long)(vector ? 1 : ne1));
         return load_fail(lc, -EINVAL,
-                         "tensor %s has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
-                         name, (unsigned long long)gt->ne[0], (unsigned long long)gt->ne[1],
+                         "tensor %s has shape [%llu, %llu, %llu, %llu], expected [%lld, %s]", name,
+                         (unsigned long long)gt->ne[0], (unsigned long long)gt->ne[1],
                          (unsigned long long)gt->ne[2], (unsigned long long)gt->ne[3],
-                         (long long)ne0, (long long)(vector ? 1 : ne1));
+                         (long long)ne0, rows_want);
+    }
     if (vector && gt->type != NVL_GGML_TYPE_F32)
         return load_fail(lc, -ENOTSUP, "tensor %s has type %s; norm weights must be f32", name,
                          nvl_ggml_type_name(gt->type));
@@ -254,25 +258,34 @@ static int load_tensors(struct load_ctx *lc)
 
 int nvl_llama_load(const char *path, struct nvl_llama_model **out, char *err, size_t err_len)
 {
+    struct nvl_gguf *g;
+    *out = NULL;
+    int rc = nvl_gguf_open(path, &g, err, err_len);
+    if (rc)
+        return rc;
+    return nvl_llama_load_gguf(g, NULL, out, err, err_len);
+}
+
+int nvl_llama_load_gguf(struct nvl_gguf *g, void *owned_data, struct nvl_llama_model **out,
+                        char *err, size_t err_len)
+{
     *out = NULL;
     struct nvl_llama_model *m = calloc(1, sizeof(*m));
-    if (!m)
+    if (!m) {
+        nvl_gguf_close(g);
+        free(owned_data);
         return -ENOMEM;
+    }
+    m->gguf = g;
+    m->owned_data = owned_data;
     struct load_ctx lc = {.m = m, .err = err, .err_len = err_len};
-    int rc = nvl_gguf_open(path, &m->gguf, err, err_len);
-    if (rc)
-        goto err_free_model;
-    if ((rc = load_hparams(&lc)) || (rc = load_tensors(&lc)))
-        goto err_destroy_model;
+    int rc;
+    if ((rc = load_hparams(&lc)) || (rc = load_tensors(&lc))) {
+        nvl_llama_destroy(m);
+        return rc;
+    }
     *out = m;
     return 0;
-
-err_destroy_model:
-    nvl_llama_destroy(m);
-    return rc;
-err_free_model:
-    free(m);
-    return rc;
 }
 
 void nvl_llama_destroy(struct nvl_llama_model *model)
@@ -281,6 +294,7 @@ void nvl_llama_destroy(struct nvl_llama_model *model)
         return;
     free(model->w.layers);
     nvl_gguf_close(model->gguf);
+    free(model->owned_data);
     free(model);
 }
 

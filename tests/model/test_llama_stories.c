@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nvl_model.h"
 
@@ -281,6 +282,47 @@ static void test_bad_files(void **state)
     assert_int_equal(nvl_llama_load(path, &m, err, sizeof(err)), -EINVAL);
     printf("vocab-only file: %s\n", err);
     assert_non_null(strstr(err, "token_embd"));
+    /* stories260K rewritten with one key changed: another architecture is refused as such, and
+     * hyperparameters that contradict the tensor shapes are caught at load. */
+    static const struct {
+        const char *key;
+        const char *str;
+        uint32_t u32;
+        int expect;
+        const char *msg;
+    } edits[] = {
+        {"general.architecture", "qwen2", 0, -ENOTSUP, "architecture 'qwen2' is not supported"},
+        {"llama.attention.head_count", NULL, 16, -EINVAL, "does not fit head size"},
+        {"llama.embedding_length", NULL, 128, -EINVAL, "token_embd.weight has shape"},
+        {"llama.feed_forward_length", NULL, 128, -EINVAL, "ffn_gate.weight has shape"},
+        {"llama.attention.head_count_kv", NULL, 3, -EINVAL, "not a multiple"},
+    };
+    const struct nvl_gguf *g = nvl_llama_gguf(model);
+    for (size_t e = 0; e < sizeof(edits) / sizeof(edits[0]); e++) {
+        struct nvl_gguf_writer *w = NULL;
+        assert_int_equal(nvl_gguf_writer_create(&w), 0);
+        for (uint64_t i = 0; i < nvl_gguf_kv_count(g); i++)
+            assert_int_equal(nvl_gguf_writer_set_kv_from(w, g, (int64_t)i), 0);
+        if (edits[e].str)
+            assert_int_equal(nvl_gguf_writer_set_str(w, edits[e].key, edits[e].str), 0);
+        else
+            assert_int_equal(nvl_gguf_writer_set_u32(w, edits[e].key, edits[e].u32), 0);
+        for (uint64_t i = 0; i < nvl_gguf_tensor_count(g); i++) {
+            const struct nvl_gguf_tensor *t = nvl_gguf_tensor(g, i);
+            assert_int_equal(nvl_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne,
+                                                        nvl_gguf_tensor_data(g, t)),
+                             0);
+        }
+        snprintf(path, sizeof(path), "test_llama_stories_edit%zu.gguf", e);
+        assert_int_equal(nvl_gguf_writer_write_file(w, path, NULL, 0), 0);
+        nvl_gguf_writer_destroy(w);
+        err[0] = '\0';
+        assert_int_equal(nvl_llama_load(path, &m, err, sizeof(err)), edits[e].expect);
+        assert_null(m);
+        printf("%s edited: %s\n", edits[e].key, err);
+        assert_non_null(strstr(err, edits[e].msg));
+        unlink(path);
+    }
 }
 
 int main(void)
