@@ -385,11 +385,19 @@ static void error_log_and_smart(void **state)
     assert_int_equal(p[10] | (p[11] << 8), cid);
     assert_int_equal((status >> 1) & 0x7ff, 0x01);
 
+    /* Two 32 KiB reads: SMART counts 2 host reads and 1 data unit (1000 x 512 bytes, rounded
+     * up). */
+    assert_int_equal(host_create_ioq(&f->h, 1, 8), 0);
+    assert_int_equal(host_io(&f->h, 1, 0x02, 0, 8, &f->data, 4096, &f->data), 0);
+    assert_int_equal(host_io(&f->h, 1, 0x02, 8, 8, &f->data, 4096, &f->data), 0);
     sqe_init(&s, 0x02);
     s.cdw10 = 0x02 | ((512 / 4 - 1) << 16);
     s.prp1 = f->data.iova;
     assert_int_equal(host_admin(&f->h, &s, NULL), 0);
     assert_int_equal(p[1] | (p[2] << 8), 313); /* temperature, Kelvin */
+    assert_int_equal(p[32], 1);                /* data units read */
+    assert_int_equal(p[64], 2);                /* host read commands */
+    assert_int_equal(p[48] | p[80], 0);        /* nothing written */
 
     /* Unsupported log: Invalid Log Page (1/09h). Offset past the end: Invalid Field. */
     s.cdw10 = 0x70 | ((512 / 4 - 1) << 16);

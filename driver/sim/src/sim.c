@@ -98,8 +98,11 @@ static void sim_vlog(struct nvl_sim *sim, enum nvl_sim_violation v, const char *
     uint64_t bit = 1ull << (v < NVL_SIM_VIOL_COUNT ? v : 63);
     uint64_t seen = __atomic_fetch_or(&sim->warned, bit, __ATOMIC_RELAXED);
 
+    /* The first of each kind is a warning; repeats go to the debug level, and are not even
+     * formatted unless that level is on (a broken host may repeat one mistake at full rate). */
+    if ((seen & bit) && nvl_log_get_level() < NVL_LOG_DEBUG)
+        return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    /* The first of each kind is a warning; repeats go to the debug level. */
     if (!(seen & bit))
         nvl_log_warn(sim->who, "%s %s: %s", kind, nvl_sim_violation_name(v), msg);
     else
@@ -509,7 +512,7 @@ const struct nvl_sim_opts *nvl_sim_opts(const struct nvl_sim *sim)
     return &sim->opts;
 }
 
-static void stats_raw(struct nvl_sim *sim, struct nvl_sim_stats *s)
+void sim_stats_raw(struct nvl_sim *sim, struct nvl_sim_stats *s)
 {
     uint64_t c[SIM_C_COUNT] = {0};
     uint32_t i, k;
@@ -543,7 +546,7 @@ void nvl_sim_get_stats(struct nvl_sim *sim, struct nvl_sim_stats *out)
     uint64_t *o = (uint64_t *)out;
     size_t i;
 
-    stats_raw(sim, out);
+    sim_stats_raw(sim, out);
     /* Every field is a uint64_t counter: subtract the baseline field by field. */
     for (i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
         o[i] -= b[i];
@@ -551,5 +554,5 @@ void nvl_sim_get_stats(struct nvl_sim *sim, struct nvl_sim_stats *out)
 
 void nvl_sim_reset_stats(struct nvl_sim *sim)
 {
-    stats_raw(sim, &sim->base);
+    sim_stats_raw(sim, &sim->base);
 }

@@ -585,11 +585,7 @@ static void admin_get_log_page(struct sim_thread *t, const struct nvme_sqe *sqe,
     case NVME_LOG_SMART: {
         struct nvl_sim_stats st;
 
-        nvl_sim_get_stats(sim, &st);
-        st.bytes_read += sim->base.bytes_read;
-        st.bytes_written += sim->base.bytes_written;
-        st.reads += sim->base.reads;
-        st.writes += sim->base.writes;
+        sim_stats_raw(sim, &st);
         log->smart.temperature[0] = 313 & 0xff; /* 40 degrees C, in Kelvin */
         log->smart.temperature[1] = 313 >> 8;
         log->smart.avail_spare = 100;
