@@ -114,7 +114,8 @@ int nvl_setup_read_attr(const char *path, char *buf, size_t len)
 
 int nvl_setup_write_attr(struct nvl_setup_env *e, const char *path, const char *value)
 {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    /* O_TRUNC is ignored by sysfs, and makes the fake trees of the tests behave like it. */
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
     size_t len = strlen(value);
 
     if (fd < 0)
