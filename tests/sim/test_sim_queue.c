@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,14 @@
 #include "sim_host.h"
 
 #define CSTS 0x1c
+
+static uint64_t sim_rng(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
 
 static uint64_t now_ns(void)
 {
@@ -387,14 +396,119 @@ static void model_latency(void **state)
     host_destroy(&h);
 }
 
+/* Host threads on their own queue pairs (as GPU warps would be), random transfer sizes and PRP1
+ * offsets, batches of writes then reads of the same ranges, with the latency model deferring
+ * completions: every byte must come back, nothing may be flagged. */
+struct hammer {
+    struct host *h;
+    uint16_t qid;
+    uint32_t seed;
+    int iterations;
+    int failed;
+    struct hbuf wbuf, rbuf, lists; /* allocated by the main thread: host_buf is not thread safe */
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *w = arg;
+    struct hq *q = &w->h->ioq[w->qid];
+    struct hbuf wbuf = w->wbuf, rbuf = w->rbuf, lists = w->lists;
+    uint64_t rng = w->seed * 2654435761u + 1;
+    uint64_t base_lba = (uint64_t)w->qid * 4096; /* 16 MiB of 4 KiB blocks per thread */
+    int it;
+
+    for (it = 0; it < w->iterations && !w->failed; it++) {
+        uint32_t batch = 1 + (uint32_t)(sim_rng(&rng) % 8), i, pass;
+        uint32_t nlb[8];
+        size_t off[8];
+
+        for (i = 0; i < batch; i++) {
+            nlb[i] = 1 + (uint32_t)(sim_rng(&rng) % 32);
+            off[i] = (size_t)i * 33 * 4096 + (size_t)(sim_rng(&rng) % 1024) * 4;
+        }
+        for (pass = 0; pass < 2; pass++) {
+            struct hbuf *b = pass ? &rbuf : &wbuf;
+
+            for (i = 0; i < batch; i++) {
+                struct hbuf list = {lists.p + (size_t)(pass * 8 + i) * 4096, 4096,
+                                    lists.iova + (uint64_t)(pass * 8 + i) * 4096};
+                struct nvme_sqe sqe;
+                uint64_t lba = base_lba + (uint64_t)i * 32;
+
+                if (!pass)
+                    pattern_fill(b->p + off[i], (size_t)nlb[i] * 4096, lba * 4096, w->seed + it);
+                else
+                    memset(b->p + off[i], 0, (size_t)nlb[i] * 4096);
+                host_rw_sqe(&sqe, pass ? 0x02 : 0x01, lba, nlb[i], 4096, b, off[i], &list);
+                host_push(q, &sqe, 0);
+            }
+            host_ring(w->h, q);
+            for (i = 0; i < batch; i++) {
+                struct nvme_cqe c;
+
+                if (host_reap(w->h, q, &c, 5000) || CQE_STATUS(&c))
+                    w->failed = 1;
+            }
+        }
+        for (i = 0; i < batch && !w->failed; i++) {
+            uint64_t lba = base_lba + (uint64_t)i * 32;
+
+            if (pattern_check(rbuf.p + off[i], (size_t)nlb[i] * 4096, lba * 4096, w->seed + it))
+                w->failed = 1;
+        }
+    }
+    return NULL;
+}
+
+static void concurrent_hosts_random_io(void **state)
+{
+    struct host h;
+    struct hammer w[3];
+    pthread_t tid[3];
+    struct nvl_sim_stats s;
+    int i;
+
+    (void)state;
+    assert_int_equal(host_create(&h, "mode=mem,size=64M,lba=4096,mdts=5,threads=2,lat=20us"), 0);
+    assert_int_equal(host_bringup(&h, 3, 32), 0);
+    for (i = 0; i < 3; i++) {
+        w[i].h = &h;
+        w[i].qid = (uint16_t)(i + 1);
+        w[i].seed = (uint32_t)(100 + i);
+        w[i].iterations = 100;
+        w[i].failed = 0;
+        assert_int_equal(host_buf(&h, 8 * 33 * 4096, &w[i].wbuf), 0);
+        assert_int_equal(host_buf(&h, 8 * 33 * 4096, &w[i].rbuf), 0);
+        assert_int_equal(host_buf(&h, 16 * 4096, &w[i].lists), 0);
+    }
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(pthread_create(&tid[i], NULL, hammer_main, &w[i]), 0);
+    }
+    for (i = 0; i < 3; i++) {
+        pthread_join(tid[i], NULL);
+        assert_false(w[i].failed);
+    }
+    host_stats(&h, &s);
+    assert_int_equal(s.violations_total, 0);
+    assert_int_equal(s.errors, 0);
+    assert_true(s.reads >= 3 * 100);
+    host_destroy(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(sq_tail_out_of_range),     cmocka_unit_test(sq_tail_overrun),
-        cmocka_unit_test(cq_head_out_of_range),     cmocka_unit_test(cq_head_past_posted),
-        cmocka_unit_test(doorbell_of_absent_queue), cmocka_unit_test(cq_full_back_pressure),
-        cmocka_unit_test(phase_tags_over_wraps),    cmocka_unit_test(several_threads),
-        cmocka_unit_test(model_bandwidth_accuracy), cmocka_unit_test(model_latency),
+        cmocka_unit_test(sq_tail_out_of_range),
+        cmocka_unit_test(sq_tail_overrun),
+        cmocka_unit_test(cq_head_out_of_range),
+        cmocka_unit_test(cq_head_past_posted),
+        cmocka_unit_test(doorbell_of_absent_queue),
+        cmocka_unit_test(cq_full_back_pressure),
+        cmocka_unit_test(phase_tags_over_wraps),
+        cmocka_unit_test(several_threads),
+        cmocka_unit_test(concurrent_hosts_random_io),
+        cmocka_unit_test(model_bandwidth_accuracy),
+        cmocka_unit_test(model_latency),
     };
 
     nvl_log_set_level(NVL_LOG_ERROR);
