@@ -9,5 +9,8 @@
 #include "nvl_model/chat.h"
 #include "nvl_model/llama.h"
 #include "nvl_model/tokenizer.h"
+#include "nvl_model/crc32c.h"
+#include "nvl_model/pack.h"
+#include "nvl_model/disk_image.h"
 
 #endif

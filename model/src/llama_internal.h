@@ -7,6 +7,7 @@
 
 struct nvl_llama_model {
     struct nvl_gguf *gguf; /* the mapped file the weight descriptors point into */
+    void *owned_data;      /* the memory gguf reads from when it is not a file (freed), or NULL */
     struct nvl_llama_hparams hp;
     struct nvl_llama_weights w;
     uint64_t weight_bytes;    /* bytes of all weight tensors */

@@ -20,6 +20,8 @@ static const struct nvgguf_command commands[] = {
      "tokenize MODEL.gguf [--file F] [--add-special] [--parse-special]  text (F or stdin) to ids"},
     {"detokenize", nvgguf_cmd_detokenize,
      "detokenize MODEL.gguf [--special] [--no-cleanup] [ID...]  ids (args or stdin) to text"},
+    {"pack", nvgguf_cmd_pack,
+     "pack IN OUT | pack --check IN  4 KiB-aligned layout, one extent per layer (for drives)"},
 };
 
 static void usage(FILE *f)

@@ -89,6 +89,11 @@ struct nvl_llama_weights {
  * (-ENOTSUP), as are missing or misshapen tensors and tensor types the CPU backend cannot
  * compute with (-EINVAL); the reason is written to err (logged when err is NULL). */
 int nvl_llama_load(const char *path, struct nvl_llama_model **out, char *err, size_t err_len);
+/* Builds the model from a GGUF opened by the caller, e.g. with nvl_gguf_open_memory() on a model
+ * read from a drive (disk_image.h). The model takes ownership of g and of owned_data (the memory
+ * g reads from, freed with free() when the model is destroyed; may be NULL), also on failure. */
+int nvl_llama_load_gguf(struct nvl_gguf *g, void *owned_data, struct nvl_llama_model **out,
+                        char *err, size_t err_len);
 void nvl_llama_destroy(struct nvl_llama_model *model);
 
 const struct nvl_llama_hparams *nvl_llama_hparams(const struct nvl_llama_model *model);
