@@ -320,6 +320,9 @@ static void create_sq_and_delete_rules(void **state)
     create_sq_raw(f, 1, 16, 0, 1, base + 4096, SC(1, 0x00)); /* CQ 0 is the admin CQ */
     create_sq_raw(f, 1, 16, 1, 0, base + 4096, SC(0, 0x02)); /* PC = 0 */
     create_sq_raw(f, 1, 16, 1, 1, base + 4096 + 64, SC(0, 0x13));
+    /* The SQ may not share the CQ's memory, nor start inside it. */
+    create_sq_raw(f, 1, 16, 1, 1, base, SC(0, 0x02));
+    assert_int_equal(host_viol(&f->h, NVL_SIM_VIOL_QUEUE_OVERLAP), 1);
     create_sq_raw(f, 1, 16, 1, 1, base + 4096, 0);
     create_sq_raw(f, 1, 16, 1, 1, base + 8192, SC(1, 0x01)); /* in use */
     assert_int_equal(host_viol(&f->h, NVL_SIM_VIOL_QUEUE_CQ), 2);

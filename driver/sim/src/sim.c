@@ -36,6 +36,7 @@ static const char *const violation_names[NVL_SIM_VIOL_COUNT] = {
     [NVL_SIM_VIOL_RO_REGISTER] = "ro_register",
     [NVL_SIM_VIOL_CQ_FULL] = "cq_full",
     [NVL_SIM_VIOL_UNMAP_IN_USE] = "unmap_in_use",
+    [NVL_SIM_VIOL_QUEUE_OVERLAP] = "queue_overlap",
 };
 
 const char *nvl_sim_violation_name(enum nvl_sim_violation v)
@@ -195,8 +196,7 @@ static int ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
     return a < b + blen && b < a + alen;
 }
 
-/* Whether [iova, iova + len) holds memory of a live queue. Called with qlock held. */
-static int sim_iova_in_use(struct nvl_sim *sim, uint64_t iova, uint64_t len)
+int sim_iova_in_use(struct nvl_sim *sim, uint64_t iova, uint64_t len)
 {
     uint32_t q;
 

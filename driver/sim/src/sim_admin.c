@@ -316,6 +316,10 @@ static uint16_t queue_memory(struct sim_thread *t, const struct nvme_sqe *sqe, u
     if (!*ring)
         return admin_fail(t, NVL_SIM_VIOL_DMA, st_generic(NVME_SC_DATA_TRANSFER_ERROR), sqe,
                           "queue memory outside the DMA regions");
+    /* Two queues in the same memory would corrupt each other; hardware would not notice. */
+    if (sim_iova_in_use(t->sim, sqe->prp1, bytes))
+        return admin_fail(t, NVL_SIM_VIOL_QUEUE_OVERLAP, st_generic(NVME_SC_INVALID_FIELD), sqe,
+                          "queue memory overlaps a live queue");
     return 0;
 }
 

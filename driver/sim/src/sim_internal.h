@@ -367,6 +367,9 @@ volatile uint32_t *sim_sq_db(struct nvl_sim *sim, uint32_t qid);
 volatile uint32_t *sim_cq_db(struct nvl_sim *sim, uint32_t qid);
 /* Waits until every thread other than `self` passed a quiescent point. */
 void sim_synchronize(struct nvl_sim *sim, const struct sim_thread *self);
+/* Whether [iova, iova + len) overlaps memory of a live queue (admin or I/O). Called with qlock
+ * held, or from the control thread (the only writer of the queue arrays). */
+int sim_iova_in_use(struct nvl_sim *sim, uint64_t iova, uint64_t len);
 /* Counters since creation, ignoring nvl_sim_reset_stats (for the SMART log). */
 void sim_stats_raw(struct nvl_sim *sim, struct nvl_sim_stats *s);
 void sim_error_log_add(struct nvl_sim *sim, uint16_t sqid, uint16_t cid, uint16_t status,

@@ -246,9 +246,13 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
     } else {
         sim_admin_exec(t, sqe, &r);
     }
-    if (sim_unlikely(r.status))
+    if (sim_unlikely(r.status)) {
+        /* The LBA field is meaningful for Read and Write only. */
+        int rw = sq->qid && (sqe->opc == NVME_NVM_READ || sqe->opc == NVME_NVM_WRITE);
+
         sim_error_log_add(sim, sq->qid, sqe->cid, r.status,
-                          (uint64_t)sqe->cdw10 | ((uint64_t)sqe->cdw11 << 32), sqe->nsid);
+                          rw ? (uint64_t)sqe->cdw10 | ((uint64_t)sqe->cdw11 << 32) : 0, sqe->nsid);
+    }
     if (sim_unlikely(r.hold)) {
         /* Held without a CQ slot (Asynchronous Event Request); its CID stays outstanding. */
         cid_set(sq, sqe->cid);

@@ -35,6 +35,7 @@ enum nvl_sim_violation {
     NVL_SIM_VIOL_RO_REGISTER,      /* host wrote CAP or VS (the value is restored) */
     NVL_SIM_VIOL_CQ_FULL,          /* completions wait because the host does not free CQ slots */
     NVL_SIM_VIOL_UNMAP_IN_USE,     /* dma_unmap of memory that holds a live queue (refused) */
+    NVL_SIM_VIOL_QUEUE_OVERLAP,    /* a new queue's memory overlaps a live queue's */
     NVL_SIM_VIOL_COUNT
 };
 
