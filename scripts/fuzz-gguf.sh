@@ -57,6 +57,7 @@ set +e
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     "$OUT/fuzz_gguf" -max_total_time="$TIME" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
     -malloc_limit_mb=64 -print_final_stats=1 -artifact_prefix="$OUT/artifacts/" \
+    -dict=tests/model/fuzz_gguf.dict \
     "${EXTRA[@]}" "$OUT/corpus" tests/model/corpus/gguf 2>"$OUT/log.txt"
 rc=$?
 set -e
