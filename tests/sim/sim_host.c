@@ -14,7 +14,7 @@ void sleep_us(uint64_t us)
     nanosleep(&ts, NULL);
 }
 
-static uint64_t now_ms(void)
+uint64_t now_ms(void)
 {
     struct timespec ts;
 
@@ -385,6 +385,18 @@ uint64_t host_viol(struct host *h, enum nvl_sim_violation v)
 
     nvl_sim_get_stats(h->sim, &s);
     return s.violations[v];
+}
+
+int host_wait_viol(struct host *h, enum nvl_sim_violation v, uint64_t min, int timeout_ms)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+
+    while (host_viol(h, v) < min) {
+        if (now_ms() > end)
+            return -ETIMEDOUT;
+        sleep_us(100);
+    }
+    return 0;
 }
 
 static uint8_t pattern_byte(uint64_t pos, uint32_t seed)

@@ -108,6 +108,9 @@ int host_io(struct host *h, uint16_t qid, uint8_t opc, uint64_t slba, uint32_t n
 
 /* Counter helpers. */
 uint64_t host_viol(struct host *h, enum nvl_sim_violation v);
+/* Waits until violation v was counted at least `min` times: 0 or -ETIMEDOUT. The sim's threads
+ * nap when idle, so a test never assumes a fixed reaction time. */
+int host_wait_viol(struct host *h, enum nvl_sim_violation v, uint64_t min, int timeout_ms);
 void host_stats(struct host *h, struct nvl_sim_stats *s);
 
 /* Fills/compares a deterministic pattern: byte i of block `lba` depends on (seed, lba, i). */
@@ -115,5 +118,6 @@ void pattern_fill(uint8_t *p, size_t len, uint64_t first_byte, uint32_t seed);
 int pattern_check(const uint8_t *p, size_t len, uint64_t first_byte, uint32_t seed);
 
 void sleep_us(uint64_t us);
+uint64_t now_ms(void);
 
 #endif

@@ -14,14 +14,6 @@
 #include "sim_host.h"
 #include "sim_internal.h"
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Arms one slot of a bare struct sim_faults (the public add goes through a sim). */
 static void arm(struct sim_faults *fs, int i, const struct nvl_sim_fault *f)
 {

@@ -121,8 +121,9 @@ static void sq_tail_overrun(void **state)
         host_push(q, &sqe, 0);
     }
     host_ring(&h, q);
-    sleep_us(5000);
-    /* Head is stuck at 3, tail at 10: 7 unfetched, room for 8 more. 9 more passes the head. */
+    /* Once the CQ is full, the head is stuck at 3 and the tail at 10: 7 unfetched, room for 8
+     * more. 9 more passes the head. */
+    assert_int_equal(host_wait_viol(&h, NVL_SIM_VIOL_CQ_FULL, 1, 2000), 0);
     assert_int_equal(host_reg32(&h, CSTS) & 2, 0);
     host_db_write(host_sq_db(&h, 1), 3);
     assert_int_equal(wait_cfs(&h), 0);
@@ -197,12 +198,12 @@ static void cq_full_back_pressure(void **state)
         host_push(q, &sqe, 0);
     }
     host_ring(&h, q);
-    sleep_us(10000);
+    assert_int_equal(host_wait_viol(&h, NVL_SIM_VIOL_CQ_FULL, 1, 2000), 0);
+    sleep_us(2000);
     /* Exactly three posted (phase 1), the fourth slot untouched (phase 0). */
     for (i = 0; i < 3; i++)
         assert_int_equal(__atomic_load_n(&q->cq[i].status, __ATOMIC_ACQUIRE) & 1, 1);
     assert_int_equal(__atomic_load_n(&q->cq[3].status, __ATOMIC_ACQUIRE) & 1, 0);
-    assert_true(host_viol(&h, NVL_SIM_VIOL_CQ_FULL) >= 1);
     /* Reap with a CQ ring of 4 while the SQ ring is 16. */
     q->size = 4;
     for (i = 0; i < 10; i++) {
