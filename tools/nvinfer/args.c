@@ -17,7 +17,13 @@ void nvinfer_usage(FILE *out)
             "Runs a llama-family GGUF model: prints the prompt followed by the generated text,\n"
             "or chats interactively (-i). Without a GPU it runs on the CPU.\n"
             "\n"
-            "  -m, --model FILE        GGUF model file (required)\n"
+            "  -m, --model FILE        GGUF model file (required without --nvme/--sim)\n"
+            "      --nvme BDF          run the model nvload-setup wrote onto this drive: weights,\n"
+            "                          metadata and tokenizer from the drive (with -m FILE: check\n"
+            "                          that the drive holds that model)\n"
+            "      --sim IMAGE         the same from a drive image file, served by the software\n"
+            "                          NVMe controller (or sim options: file=IMAGE,lba=4096)\n"
+            "      --verify            check each layer's CRC32C as it arrives from the drive\n"
             "  -p, --prompt TEXT       prompt to complete (with -i: the first chat message)\n"
             "  -n, --n-predict N       tokens to generate (default 128; -1: until end of text)\n"
             "  -i, --chat              interactive chat using the model's chat template\n"
@@ -77,6 +83,9 @@ enum {
     OPT_CHAT_TEMPLATE,
     OPT_KV_F32,
     OPT_BENCHMARK,
+    OPT_NVME,
+    OPT_SIM,
+    OPT_VERIFY,
 };
 
 int nvinfer_parse_args(int argc, char **argv, struct nvinfer_opts *o)
@@ -102,6 +111,9 @@ int nvinfer_parse_args(int argc, char **argv, struct nvinfer_opts *o)
         {"chat-template", required_argument, NULL, OPT_CHAT_TEMPLATE},
         {"kv-f32", no_argument, NULL, OPT_KV_F32},
         {"benchmark", no_argument, NULL, OPT_BENCHMARK},
+        {"nvme", required_argument, NULL, OPT_NVME},
+        {"sim", required_argument, NULL, OPT_SIM},
+        {"verify", no_argument, NULL, OPT_VERIFY},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -182,6 +194,15 @@ int nvinfer_parse_args(int argc, char **argv, struct nvinfer_opts *o)
         case OPT_BENCHMARK:
             o->benchmark = true;
             break;
+        case OPT_NVME:
+            o->nvme = optarg;
+            break;
+        case OPT_SIM:
+            o->sim = optarg;
+            break;
+        case OPT_VERIFY:
+            o->verify = true;
+            break;
         default:
             fprintf(stderr, "Try 'nvinfer --help'.\n");
             return -1;
@@ -192,6 +213,21 @@ int nvinfer_parse_args(int argc, char **argv, struct nvinfer_opts *o)
     if (optind < argc) {
         fprintf(stderr, "nvinfer: unexpected argument '%s'\nTry 'nvinfer --help'.\n", argv[optind]);
         return -1;
+    }
+    if (o->nvme && o->sim) {
+        fprintf(stderr, "nvinfer: --nvme and --sim exclude each other\n");
+        return -1;
+    }
+    if (o->verify && !o->nvme && !o->sim) {
+        fprintf(stderr, "nvinfer: --verify checks a model read from a drive (--nvme or --sim)\n");
+        return -1;
+    }
+    if (o->nvme || o->sim) {
+        /* The model is the drive's; a file given as well is only compared with it. */
+        o->same_as = o->model;
+        snprintf(o->drive_label, sizeof(o->drive_label), "%s:%s", o->nvme ? "nvme" : "sim",
+                 o->nvme ? o->nvme : o->sim);
+        o->model = o->drive_label;
     }
     if (!o->model) {
         fprintf(stderr, "nvinfer: no model given (-m MODEL.gguf)\nTry 'nvinfer --help'.\n");

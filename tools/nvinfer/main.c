@@ -52,10 +52,11 @@ static void print_verbose(const struct nvinfer_opts *o, const struct nvinfer_mod
 
     fprintf(stderr, "nvinfer: backend: cpu, %d threads, %s kernels (%s)\n",
             nvl_session_n_threads(m->session), nvl_llama_cpu_kernels(), backend_reason());
-    fprintf(stderr,
-            "nvinfer: data path: weights mmap'd read-only from %s and read through the page "
-            "cache; the NVMe loader paths need the GPU backend\n",
-            o->model);
+    if (!o->nvme && !o->sim) /* drive.c reports its own data path */
+        fprintf(stderr,
+                "nvinfer: data path: weights mmap'd read-only from %s and read through the page "
+                "cache; the NVMe loader paths need the GPU backend\n",
+                o->model);
     fprintf(stderr,
             "nvinfer: model: llama, %d layers, n_embd %d, %d heads (%d kv), head dim %d, n_ff %d, "
             "rope base %g, vocab %d (%s%s%s)\n",
@@ -83,8 +84,11 @@ int nvinfer_model_open(const struct nvinfer_opts *o, struct nvinfer_model *m)
 {
     memset(m, 0, sizeof(*m));
     char err[512] = "";
-    int rc = nvl_llama_load(o->model, &m->model, err, sizeof(err));
-    if (rc) {
+    int rc;
+    if (o->nvme || o->sim) {
+        if (nvinfer_drive_load(o, &m->model))
+            return -1;
+    } else if ((rc = nvl_llama_load(o->model, &m->model, err, sizeof(err)))) {
         fprintf(stderr, "nvinfer: cannot load %s: %s\n", o->model, err[0] ? err : nvl_strerror(rc));
         return -1;
     }

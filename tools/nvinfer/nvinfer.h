@@ -23,6 +23,13 @@ struct nvinfer_opts {
     bool benchmark; /* --benchmark */
     bool verbose;   /* -v */
     bool kv_f32;    /* --kv-f32 */
+    /* A model on a drive (drive.c): --nvme BDF or --sim IMAGE. model then names the drive
+     * ("nvme:BDF"), and same_as is the -m FILE the drive must hold, or NULL. */
+    const char *nvme;     /* --nvme: PCI address of a controller bound to vfio-pci */
+    const char *sim;      /* --sim: image file (or sim options) for the software controller */
+    const char *same_as;  /* -m FILE given together with a drive */
+    bool verify;          /* --verify: check each extent's CRC32C as it arrives */
+    char drive_label[96]; /* storage for model when it names a drive */
 };
 
 /* Parses the options of `nvinfer [run]`. Returns 0, 1 when help was printed, or -1 after
@@ -39,6 +46,10 @@ struct nvinfer_model {
     int32_t *eog; /* end-of-generation token ids */
     int32_t n_eog;
 };
+
+/* Loads the model from the drive image that --nvme or --sim names (drive.c); prints errors.
+ * Returns 0 or -errno. */
+int nvinfer_drive_load(const struct nvinfer_opts *opts, struct nvl_llama_model **out);
 
 /* Loads the model and creates a session as the options say; prints errors. Returns 0 or -1. */
 int nvinfer_model_open(const struct nvinfer_opts *opts, struct nvinfer_model *m);

@@ -5,6 +5,7 @@
  *   sudo nvload-setup --restore BDF       give it back to the kernel's nvme driver
  *   nvload-setup --status BDF             driver, IOMMU group and mode, who holds it
  *   nvload-setup --list                   every NVMe controller
+ *   sudo nvload-setup write BDF MODEL     lay a model onto the raw drive (write.c)
  *
  * Argument parsing and output only; the work is in bind.c, usage.c and report.c. */
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image.h"
 #include "setup.h"
 
 enum action { ACTION_BIND, ACTION_RESTORE, ACTION_STATUS, ACTION_LIST };
@@ -24,6 +26,8 @@ static void usage(FILE *f)
                "driver\n"
                "       nvload-setup --status BDF        show its driver, IOMMU group and users\n"
                "       nvload-setup --list              list every NVMe controller\n"
+               "       nvload-setup write BDF MODEL.gguf put a model on the raw drive (write "
+               "--help)\n"
                "\n"
                "BDF is the controller's PCI address, e.g. 0000:01:00.0 (see --list).\n"
                "Preparing refuses a drive that is mounted, used as swap, part of an LVM/MD/dm\n"
@@ -63,6 +67,8 @@ int main(int argc, char **argv)
     int n_actions = 0, c;
     char bdf[NVL_SETUP_BDF_LEN];
 
+    if (argc > 1 && strcmp(argv[1], "write") == 0)
+        return nvl_setup_write_main(argc - 1, argv + 1);
     nvl_setup_env_init(&env);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -127,9 +133,15 @@ int main(int argc, char **argv)
         rc = nvl_setup_list(&env);
         rc = rc < 0 ? rc : 0;
         break;
-    case ACTION_STATUS:
+    case ACTION_STATUS: {
+        char drv[NVL_SETUP_NAME_LEN] = "";
         rc = nvl_setup_status(&env, bdf);
+        /* What the drive holds can be read only through vfio-pci, with nvload's driver. */
+        if (rc == 0 && env.real && nvl_setup_driver(&env, bdf, drv, sizeof(drv)) == 0 &&
+            strcmp(drv, "vfio-pci") == 0)
+            nvl_setup_image_status(bdf, NULL, env.out);
         break;
+    }
     case ACTION_RESTORE:
         rc = nvl_setup_restore(&env, bdf);
         break;
