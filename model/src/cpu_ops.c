@@ -446,6 +446,10 @@ static void ops_select(void)
         type_ops[NVL_GGML_TYPE_Q8_0].dot = cpu__dot_q8_0_avx2;
         type_ops[NVL_GGML_TYPE_Q4_K].dot = cpu__dot_q4_K_avx2;
         type_ops[NVL_GGML_TYPE_Q6_K].dot = cpu__dot_q6_K_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_0].dot4 = cpu__dot4_q4_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_1].dot4 = cpu__dot4_q4_1_avx2;
+        type_ops[NVL_GGML_TYPE_Q5_0].dot4 = cpu__dot4_q5_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q8_0].dot4 = cpu__dot4_q8_0_avx2;
     }
 #endif
 }
@@ -526,7 +530,18 @@ void cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float 
             row = scratch;
             dot = dot_f32_row;
         }
-        for (int32_t t = 0; t < mm->n_tok; t++) {
+        int32_t t = 0;
+        if (dot == ops->dot && ops->dot4) {
+            for (; t + 4 <= mm->n_tok; t += 4) {
+                float v[4];
+                ops->dot4(row, x + (size_t)t * mm->x_stride, mm->x_stride, mm->k, v);
+                for (int j = 0; j < 4; j++) {
+                    float *y = &mm->y[(size_t)(t + j) * mm->y_stride + (size_t)r];
+                    *y = mm->accumulate ? *y + v[j] : v[j];
+                }
+            }
+        }
+        for (; t < mm->n_tok; t++) {
             float v = dot(row, x + (size_t)t * mm->x_stride, mm->k);
             float *y = &mm->y[(size_t)t * mm->y_stride + (size_t)r];
             *y = mm->accumulate ? *y + v : v;

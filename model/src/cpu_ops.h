@@ -40,10 +40,15 @@ enum cpu_act {
 /* Dot product of one weight row of n elements with one activation row. */
 typedef float (*cpu_vec_dot_fn)(const void *w, const void *x, int64_t n);
 
+/* Dot products of one weight row with four activation rows `stride` bytes apart, into out[0..4);
+ * each result bit-identical to the one-row kernel's. */
+typedef void (*cpu_vec_dot4_fn)(const void *w, const void *x, size_t stride, int64_t n, float *out);
+
 /* How a weight type is multiplied. */
 struct cpu_type_ops {
-    enum cpu_act act;   /* activation format the dot product takes */
-    cpu_vec_dot_fn dot; /* integer (or fp32 for F32) dot; NULL: dequantize the row, fp32 dot */
+    enum cpu_act act;     /* activation format the dot product takes */
+    cpu_vec_dot_fn dot;   /* integer (or fp32 for F32) dot; NULL: dequantize the row, fp32 dot */
+    cpu_vec_dot4_fn dot4; /* four activation rows at once, or NULL */
 };
 
 /* Picks the portable or the AVX2 kernels; idempotent and thread-safe. */

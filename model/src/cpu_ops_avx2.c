@@ -303,4 +303,126 @@ float cpu__dot_q6_K_avx2(const void *vw, const void *vx, int64_t n)
     return hsum_ps(acc) + corr;
 }
 
+/* Four activation rows against one weight row: the weight block is unpacked once and used four
+ * times, which is what makes prompt processing cheaper per token than decoding. The arithmetic
+ * per row is exactly that of the one-row kernels above, in the same order, so results do not
+ * depend on how tokens are grouped into batches. The four rows are spelled out (DOT4_STEP) so
+ * that the accumulators stay in registers. */
+#define DOT4_ROWS(vx, stride)                                                                      \
+    const struct cpu_block_q8 *x0 = (const struct cpu_block_q8 *)(vx);                             \
+    const struct cpu_block_q8 *x1 =                                                                \
+        (const struct cpu_block_q8 *)((const uint8_t *)(vx) + (stride));                           \
+    const struct cpu_block_q8 *x2 =                                                                \
+        (const struct cpu_block_q8 *)((const uint8_t *)(vx) + 2 * (stride));                       \
+    const struct cpu_block_q8 *x3 =                                                                \
+        (const struct cpu_block_q8 *)((const uint8_t *)(vx) + 3 * (stride));                       \
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                 \
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();                                 \
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f
+
+#define DOT4_OUT(out)                                                                              \
+    do {                                                                                           \
+        (out)[0] = hsum_ps(acc0) + s0;                                                             \
+        (out)[1] = hsum_ps(acc1) + s1;                                                             \
+        (out)[2] = hsum_ps(acc2) + s2;                                                             \
+        (out)[3] = hsum_ps(acc3) + s3;                                                             \
+    } while (0)
+
+/* One row of the offset formats (Q4_0: 8, Q5_0: 16): acc += d * (q . x), s -= d * off * sum. */
+#define DOT4_STEP_OFFSET(q, dw, xb, acc, s, off)                                                   \
+    do {                                                                                           \
+        const float d_ = (dw) * (xb).d;                                                            \
+        const __m256i p_ = dot_u8s8((q), _mm256_loadu_si256((const void *)(xb).qs));               \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d_), _mm256_cvtepi32_ps(p_), acc);                    \
+        s -= d_ * (float)((off) * (xb).sum);                                                       \
+    } while (0)
+
+void cpu__dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
+void cpu__dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+{
+    const struct nvl_block_q4_0 *w = vw;
+    DOT4_ROWS(vx, stride);
+    for (int64_t i = 0; i < n / 32; i++) {
+        const float dw = f16(w[i].d);
+        const __m256i q = nibbles32(w[i].qs);
+        DOT4_STEP_OFFSET(q, dw, x0[i], acc0, s0, 8);
+        DOT4_STEP_OFFSET(q, dw, x1[i], acc1, s1, 8);
+        DOT4_STEP_OFFSET(q, dw, x2[i], acc2, s2, 8);
+        DOT4_STEP_OFFSET(q, dw, x3[i], acc3, s3, 8);
+    }
+    DOT4_OUT(out);
+}
+
+void cpu__dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
+void cpu__dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+{
+    const struct nvl_block_q5_0 *w = vw;
+    DOT4_ROWS(vx, stride);
+    for (int64_t i = 0; i < n / 32; i++) {
+        const float dw = f16(w[i].d);
+        const __m256i hi = _mm256_and_si256(bits32(w[i].qh), _mm256_set1_epi8(0x10));
+        const __m256i q = _mm256_or_si256(nibbles32(w[i].qs), hi);
+        DOT4_STEP_OFFSET(q, dw, x0[i], acc0, s0, 16);
+        DOT4_STEP_OFFSET(q, dw, x1[i], acc1, s1, 16);
+        DOT4_STEP_OFFSET(q, dw, x2[i], acc2, s2, 16);
+        DOT4_STEP_OFFSET(q, dw, x3[i], acc3, s3, 16);
+    }
+    DOT4_OUT(out);
+}
+
+/* One row of Q4_1: acc += d * (q . x), s += m * dx * sum. */
+#define DOT4_STEP_MIN(q, dw, mw, xb, acc, s)                                                       \
+    do {                                                                                           \
+        const float d_ = (dw) * (xb).d;                                                            \
+        const __m256i p_ = dot_u8s8((q), _mm256_loadu_si256((const void *)(xb).qs));               \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d_), _mm256_cvtepi32_ps(p_), acc);                    \
+        s += (mw) * (xb).d * (float)(xb).sum;                                                      \
+    } while (0)
+
+void cpu__dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
+void cpu__dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+{
+    const struct nvl_block_q4_1 *w = vw;
+    DOT4_ROWS(vx, stride);
+    for (int64_t i = 0; i < n / 32; i++) {
+        const float dw = f16(w[i].d), mw = f16(w[i].m);
+        const __m256i q = nibbles32(w[i].qs);
+        DOT4_STEP_MIN(q, dw, mw, x0[i], acc0, s0);
+        DOT4_STEP_MIN(q, dw, mw, x1[i], acc1, s1);
+        DOT4_STEP_MIN(q, dw, mw, x2[i], acc2, s2);
+        DOT4_STEP_MIN(q, dw, mw, x3[i], acc3, s3);
+    }
+    DOT4_OUT(out);
+}
+
+/* One row of Q8_0: signed bytes through the sign trick of cpu__dot_q8_0_avx2. */
+#define DOT4_STEP_Q8(ua, a, dw, xb, acc)                                                           \
+    do {                                                                                           \
+        const float d_ = (dw) * (xb).d;                                                            \
+        const __m256i b_ = _mm256_loadu_si256((const void *)(xb).qs);                              \
+        const __m256i p_ = dot_u8s8((ua), _mm256_sign_epi8(b_, (a)));                              \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d_), _mm256_cvtepi32_ps(p_), acc);                    \
+    } while (0)
+
+void cpu__dot4_q8_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
+void cpu__dot4_q8_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+{
+    const struct nvl_block_q8_0 *w = vw;
+    DOT4_ROWS(vx, stride);
+    for (int64_t i = 0; i < n / 32; i++) {
+        const float dw = f16(w[i].d);
+        const __m256i a = _mm256_loadu_si256((const void *)w[i].qs);
+        const __m256i ua = _mm256_sign_epi8(a, a);
+        DOT4_STEP_Q8(ua, a, dw, x0[i], acc0);
+        DOT4_STEP_Q8(ua, a, dw, x1[i], acc1);
+        DOT4_STEP_Q8(ua, a, dw, x2[i], acc2);
+        DOT4_STEP_Q8(ua, a, dw, x3[i], acc3);
+    }
+    (void)s0, (void)s1, (void)s2, (void)s3;
+    out[0] = hsum_ps(acc0);
+    out[1] = hsum_ps(acc1);
+    out[2] = hsum_ps(acc2);
+    out[3] = hsum_ps(acc3);
+}
+
 #endif

@@ -4,6 +4,7 @@
 #ifndef NVL_MODEL_CPU_OPS_IMPL_H
 #define NVL_MODEL_CPU_OPS_IMPL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 float cpu__dot_f32_generic(const float *a, const float *b, int64_t n);
@@ -33,6 +34,10 @@ float cpu__dot_q5_1_avx2(const void *w, const void *x, int64_t n);
 float cpu__dot_q8_0_avx2(const void *w, const void *x, int64_t n);
 float cpu__dot_q4_K_avx2(const void *w, const void *x, int64_t n);
 float cpu__dot_q6_K_avx2(const void *w, const void *x, int64_t n);
+void cpu__dot4_q4_0_avx2(const void *w, const void *x, size_t stride, int64_t n, float *out);
+void cpu__dot4_q4_1_avx2(const void *w, const void *x, size_t stride, int64_t n, float *out);
+void cpu__dot4_q5_0_avx2(const void *w, const void *x, size_t stride, int64_t n, float *out);
+void cpu__dot4_q8_0_avx2(const void *w, const void *x, size_t stride, int64_t n, float *out);
 #endif
 
 #endif

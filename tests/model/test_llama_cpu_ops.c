@@ -200,6 +200,43 @@ static void test_vec_dot_vs_dequantize(void **state)
     }
 }
 
+static void test_vec_dot4_matches_dot(void **state)
+{
+    (void)state;
+    if (!have_avx2())
+        skip();
+    /* The four-row kernels must reproduce the one-row kernel bit for bit, so that results do not
+     * depend on how prompt tokens are grouped. */
+    const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q4_1, NVL_GGML_TYPE_Q5_0,
+                                        NVL_GGML_TYPE_Q8_0};
+    for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
+        const struct cpu_type_ops *ops = cpu_type_ops(types[k]);
+        assert_non_null(ops->dot4);
+        uint64_t bytes;
+        assert_int_equal(nvl_ggml_row_size(types[k], K, &bytes), 0);
+        uint8_t *w = malloc(bytes);
+        const size_t stride = cpu_act_row_bytes(ops->act, K);
+        uint8_t *xa = malloc(4 * stride);
+        float x[K];
+        for (int trial = 0; trial < 10; trial++) {
+            random_row(types[k], w, bytes);
+            for (int t = 0; t < 4; t++) {
+                for (int i = 0; i < K; i++)
+                    x[i] = rndf();
+                cpu_act_quantize(ops->act, x, xa + t * stride, K);
+            }
+            float four[4];
+            ops->dot4(w, xa, stride, K, four);
+            for (int t = 0; t < 4; t++) {
+                float one = ops->dot(w, xa + t * stride, K);
+                assert_memory_equal(&one, &four[t], sizeof(float));
+            }
+        }
+        free(xa);
+        free(w);
+    }
+}
+
 static void test_activation_quantization(void **state)
 {
     (void)state;
@@ -410,6 +447,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vec_dot_vs_dequantize),
+        cmocka_unit_test(test_vec_dot4_matches_dot),
         cmocka_unit_test(test_activation_quantization),
         cmocka_unit_test(test_float_helpers),
         cmocka_unit_test(test_matmul_fallback_and_accumulate),
