@@ -214,8 +214,11 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
     struct sim_cq *cq = sq->cq;
     struct sim_cmd_result r = {0, 0, 0, 0};
     struct sim_fault_action fa;
-    uint64_t due = 0;
+    uint64_t due = 0, arrival = 0;
 
+    /* With the drive model on, a command arrives when it is fetched, before its data moves. */
+    if (sim->model.enabled && sq->qid)
+        arrival = sim_now_ns();
     SIM_COUNT(t, sq->qid ? SIM_C_IO : SIM_C_ADMIN, 1);
     sim_fault_match(&sim->faults, sq->qid, sqe->opc, &t->rng, &fa);
     if (sim_unlikely(fa.fired)) {
@@ -261,11 +264,9 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
     if (sim_unlikely(fa.fired && fa.kind == NVL_SIM_FAULT_LOSE))
         return;
     cq->reserved++;
-    if (sim->model.enabled && sq->qid) {
-        uint64_t now = sim_clock(t);
-
-        due = r.status ? now + sim->model.lat_ns : sim_model_due(&sim->model, now, r.bytes);
-        if (due <= now)
+    if (arrival) {
+        due = r.status ? arrival + sim->model.lat_ns : sim_model_due(&sim->model, arrival, r.bytes);
+        if (due <= sim_now_ns())
             due = 0;
     }
     if (sim_unlikely(fa.fired && fa.kind == NVL_SIM_FAULT_DELAY)) {
