@@ -10,12 +10,11 @@ mount -t tmpfs tmpfs /tmp
 mkdir -p /dev/hugepages
 mount -t hugetlbfs hugetlbfs /dev/hugepages
 
+# Every setting (NVL_MODE, NVL_BDF, NVL_BDF0, ...) goes into the commands' environment.
+set -a
 . /etc/nvl.conf
+set +a
 . /nvl/lib.sh
-export NVL_MODE NVL_BDF NVL_BDFS
-for _v in $(set | sed -n 's/^\(NVL_BDF[0-9][0-9]*\)=.*/\1/p'); do
-    export "$_v"
-done
 
 nvl_say "kernel $(uname -r), $NVL_MODE mode, controllers $NVL_BDFS, up $(nvl_uptime) s"
 rc=0

@@ -44,7 +44,6 @@
 # alignment, MDTS exceeded, controller fatal status).
 set -euo pipefail
 
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 MODE=iommu

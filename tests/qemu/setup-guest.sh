@@ -26,7 +26,9 @@ driver_is() {
 
 # The namespace block device of a controller bound to nvme (QEMU's are not multipath).
 ns_of() {
-    ls "/sys/bus/pci/devices/$1/nvme/"*/ | grep -E '^nvme[0-9]+n1$' | head -1
+    for _ns in "/sys/bus/pci/devices/$1/nvme/"nvme*/nvme*n1; do
+        [ -e "$_ns" ] && basename "$_ns" && return 0
+    done
 }
 
 nvl_wait_for "/sys/bus/pci/devices/$NVL_BDF0/nvme" && nvl_wait_for "/sys/bus/pci/devices/$NVL_BDF1/nvme"
