@@ -106,11 +106,11 @@ fi
 SIMFILE=/var/tmp/nvl-sim.img
 
 step test_engine_cmd 120 "$BIN/test_engine_cmd"
-step test_engine 300 "$BIN/test_engine"
+step test_engine 260 "$BIN/test_engine"
 step tll_gpu_sim_mem 300 "$BIN/test_layer_loader" --backend gpu-nvme --sim-mem "$LAYER"
 step tll_gpu_sim_file 300 "$BIN/test_layer_loader" --backend gpu-nvme --sim "$SIMFILE" "$LAYER"
-step tll_gpu_device 300 "$BIN/test_layer_loader" --backend gpu-nvme --dst device --sim-mem 256
-step tll_gpu_host 300 "$BIN/test_layer_loader" --backend gpu-nvme --dst host --sim-mem 256
+step tll_gpu_device 150 "$BIN/test_layer_loader" --backend gpu-nvme --dst device --sim-mem 256
+step tll_gpu_host 150 "$BIN/test_layer_loader" --backend gpu-nvme --dst host --sim-mem 256
 step bench_null 300 "$BIN/bench_engine" null --queues 1,2,4,8 --seconds "$SECS"
 step bench_layer 300 "$BIN/bench_engine" layer --mib "$LAYER" --queues 8 --reps "$REPS"
 step bench_bw335 300 "$BIN/bench_engine" layer --mib "$LAYER" --queues 8 --reps "$REPS" \

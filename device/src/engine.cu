@@ -47,7 +47,8 @@ struct warp_state {
     struct nvme_cid_map cids;
     uint64_t cid_words[NVL_ENGINE_MAX_CIDS / 64];
     struct cid_info info[NVL_ENGINE_MAX_CIDS];
-    struct nvme_sqe stage[32];
+    /* 16-byte aligned: nvl_dev_sq_copy moves it with 16-byte vector loads. */
+    alignas(16) struct nvme_sqe stage[32];
     struct seg seg[32];
     uint16_t new_cid[32];
     uint16_t reap_cid[32];
@@ -495,6 +496,58 @@ static __device__ uint32_t poll_ctl(struct warp_state *w, const struct nvl_engin
     return stop;
 }
 
+/* Lane 0. Idle exit: a warp idle for idle_exit_ns sets its bit; the warp that completes the mask
+ * publishes CLOSING, then (after a full system fence) looks at the producer once more. The host
+ * posts by storing the producer, fencing, then reading the state: one of the two sides is bound
+ * to see the other's store (the store-buffering pattern with a full fence on each side), so
+ * either this look finds the new request and the exit is called off (state back to RUNNING,
+ * idle bits restarted through the epoch), or the host saw CLOSING and relaunches the kernel
+ * once it has exited. */
+static __device__ void idle_exit_step(struct warp_state *w, const struct nvl_engine_params &p,
+                                      int idle, uint64_t now, uint64_t my_bit, uint64_t all_bits,
+                                      uint64_t *idle_since, int *idle_bit, uint32_t *epoch)
+{
+    struct nvl_engine_global *g = p.global;
+    uint32_t e = ld_volatile_u32(&g->idle_epoch);
+
+    if (e != *epoch) {
+        *epoch = e;
+        *idle_bit = 0;
+    }
+    if (!idle) {
+        *idle_since = 0;
+        if (*idle_bit) {
+            atomicAnd((unsigned long long *)&g->idle_mask, ~(unsigned long long)my_bit);
+            *idle_bit = 0;
+        }
+        return;
+    }
+    if (!*idle_since) {
+        *idle_since = now;
+        return;
+    }
+    if (*idle_bit || now - *idle_since < p.idle_exit_ns)
+        return;
+    *idle_bit = 1;
+    if ((atomicOr((unsigned long long *)&g->idle_mask, my_bit) | my_bit) != all_bits)
+        return;
+    /* This warp closes. */
+    nvl_dev_st_release_sys_u32(&p.ctl->state, NVL_ENGINE_CLOSING);
+    __threadfence_system();
+    w->producer = nvl_dev_ld_sys_u32(&p.ctl->producer);
+    nvl_dev_fence_acquire_sys();
+    if (w->producer == ld_volatile_u32(&g->req_next) && !nvl_dev_ld_sys_u32(&p.ctl->stop)) {
+        atomicExch(&g->exit_now, 1u);
+        return;
+    }
+    /* Work arrived (or a stop, which drains by itself): call it off. */
+    atomicExch((unsigned long long *)&g->idle_mask, 0ull);
+    atomicAdd(&g->idle_epoch, 1u);
+    nvl_dev_st_release_sys_u32(&p.ctl->state, NVL_ENGINE_RUNNING);
+    *idle_bit = 0;
+    *idle_since = 0;
+}
+
 /* Control polls happen at least this often while busy (they cost a PCIe round trip). */
 #define CTL_PERIOD_NS     20000u
 #define TIMEOUT_PERIOD_NS 100000u
@@ -504,8 +557,11 @@ static __global__ void __launch_bounds__(32, 1) engine_kernel(const struct nvl_e
     __shared__ struct warp_state w;
     const uint32_t lane = threadIdx.x;
     struct nvl_engine_qp *q = &p.qp[blockIdx.x];
-    uint64_t last_ctl = 0, last_to = 0;
-    uint32_t stop = 0, fatal = 0;
+    const uint64_t my_bit = 1ull << blockIdx.x;
+    const uint64_t all_bits = p.n_queues == 64 ? ~0ull : (1ull << p.n_queues) - 1;
+    uint64_t last_ctl = 0, last_to = 0, idle_since = 0;
+    uint32_t stop = 0, fatal = 0, epoch = 0;
+    int idle_bit = 0;
 
     if (lane == 0) {
         load_state(&w, q);
@@ -546,7 +602,12 @@ static __global__ void __launch_bounds__(32, 1) engine_kernel(const struct nvl_e
              * copied a staging buffer out). */
             if (stop && w.gate_since && now - w.gate_since > p.timeout_ns)
                 set_fatal(p, nvl_engine_st_make(NVL_ENGINE_ST_TIMEOUT, 1));
-            done = stop && w.cids.used == 0 && ld_volatile_u32(&p.global->req_next) == w.producer;
+            if (p.idle_exit_ns)
+                idle_exit_step(&w, p, idle && !w.cids.used && !w.gate_since, now, my_bit, all_bits,
+                               &idle_since, &idle_bit, &epoch);
+            done =
+                w.cids.used == 0 && ((stop && ld_volatile_u32(&p.global->req_next) == w.producer) ||
+                                     ld_volatile_u32(&p.global->exit_now));
         }
         done = __shfl_sync(FULL_MASK, done, 0);
         if (done)

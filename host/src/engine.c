@@ -44,16 +44,29 @@ struct nvl_host_engine {
     uint32_t producer; /* next request number */
     uint32_t oldest;   /* oldest request whose ring entry is not released */
     uint8_t *released; /* per ring entry */
-    int running;
+    int started;       /* the owner wants the kernel to serve (start .. stop) */
+    int running;       /* a launch has not been seen to exit */
     int failed;
 
     uint32_t lba_size;
     uint32_t max_cmd_bytes;
 
+    uint64_t launches;
+
     pthread_t monitor;
     int monitor_running;
     atomic_int monitor_stop;
 };
+
+/* CUDA's lazy module loading (the default since 12.2) loads a kernel at its first launch, and the
+ * load waits until no kernel runs on the device. A kernel first launched while the engine serves
+ * requests would wait for it to go idle (seen on the H100: a stream-wait kernel launched behind
+ * a busy engine). Programs that link the engine therefore load modules eagerly, unless the
+ * environment says otherwise; this runs before main, ahead of CUDA's initialisation. */
+__attribute__((constructor)) static void eager_module_loading(void)
+{
+    setenv("CUDA_MODULE_LOADING", "EAGER", 0);
+}
 
 void nvl_host_engine_opts_init(struct nvl_host_engine_opts *o)
 {
@@ -62,6 +75,7 @@ void nvl_host_engine_opts_init(struct nvl_host_engine_opts *o)
     o->max_batch = 128;
     o->timeout_ns = 5000000000ull;
     o->idle_ns = 1000;
+    o->idle_exit_us = 20000;
     o->csts_poll_us = 1000;
 }
 
@@ -388,6 +402,7 @@ int nvl_host_engine_create(struct nvl_ctrl *c, const struct nvl_host_engine_opts
     e->params.ring_entries = o->ring_entries;
     e->params.n_bufs = 0;
     e->params.idle_ns = o->idle_ns;
+    e->params.idle_exit_ns = (uint64_t)o->idle_exit_us * 1000u;
     e->params.timeout_ns = o->timeout_ns;
 
     if (o->csts_poll_us) {
@@ -463,7 +478,8 @@ int nvl_host_engine_add_buf(struct nvl_host_engine *e, const uint64_t *prp_list,
     uint64_t *list = NULL, *pages = NULL;
     int rc;
 
-    if (e->running || !prp_list || !prp_page_iova || !bytes || bytes % NVL_ENGINE_PAGE)
+    if (e->started || e->running || !prp_list || !prp_page_iova || !bytes ||
+        bytes % NVL_ENGINE_PAGE)
         return -EINVAL;
     if (e->n_bufs == MAX_BUFS)
         return -ENOSPC;
@@ -505,24 +521,21 @@ err_free_list:
     return rc;
 }
 
-int nvl_host_engine_start(struct nvl_host_engine *e)
+/* Launches the kernel; the previous launch has exited. */
+static int launch(struct nvl_host_engine *e)
 {
-    uint32_t active = e->n_queues;
+    /* warps_active, exit_now, idle_mask, idle_epoch: fresh for every launch; req_next and
+     * fatal carry over. */
+    struct nvl_engine_global g = {0, 0, e->n_queues, 0, 0, 0, 0};
     int rc;
 
-    if (e->running)
-        return -EALREADY;
-    if (e->failed) {
-        nvl_log_error(NVL_HOST_WHO, "%s: engine failed (%s); reset the controller first", e->name,
-                      nvl_engine_st_str(e->ctl->fatal));
-        return -EIO;
-    }
-    rc = cuda_check(cudaMemcpy(&e->params.global->warps_active, &active, sizeof(active),
-                               cudaMemcpyHostToDevice),
-                    "engine start");
+    rc = cuda_check(cudaMemcpyAsync(&e->params.global->warps_active, &g.warps_active,
+                                    offsetof(struct nvl_engine_global, rsvd) -
+                                        offsetof(struct nvl_engine_global, warps_active),
+                                    cudaMemcpyHostToDevice, e->stream),
+                    "engine launch");
     if (rc)
         return rc;
-    __atomic_store_n(&e->ctl->stop, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&e->ctl->warps_exited, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&e->ctl->state, NVL_ENGINE_IDLE, __ATOMIC_RELEASE);
     rc = nvl_engine_launch(&e->params, e->stream);
@@ -532,7 +545,29 @@ int nvl_host_engine_start(struct nvl_host_engine *e)
         return rc;
     }
     e->running = 1;
+    e->launches++;
     return 0;
+}
+
+int nvl_host_engine_start(struct nvl_host_engine *e)
+{
+    int rc;
+
+    if (e->started)
+        return -EALREADY;
+    if (e->failed) {
+        nvl_log_error(NVL_HOST_WHO, "%s: engine failed (%s); reset the controller first", e->name,
+                      nvl_engine_st_str(e->ctl->fatal));
+        return -EIO;
+    }
+    /* A kernel that idle-exited may still be leaving. */
+    if (e->running && nvl_host_engine_stop(e))
+        return -EIO;
+    __atomic_store_n(&e->ctl->stop, 0, __ATOMIC_RELEASE);
+    rc = launch(e);
+    if (rc == 0)
+        e->started = 1;
+    return rc;
 }
 
 /* Called once the kernel has exited (or crashed): collects its state. */
@@ -583,6 +618,7 @@ int nvl_host_engine_stop(struct nvl_host_engine *e)
     uint64_t deadline;
     cudaError_t err;
 
+    e->started = 0;
     if (!e->running)
         return e->failed ? -EIO : 0;
     __atomic_store_n(&e->ctl->stop, 1, __ATOMIC_RELEASE);
@@ -598,13 +634,47 @@ int nvl_host_engine_stop(struct nvl_host_engine *e)
     return engine_exited(e, err);
 }
 
+/* After a post: makes sure a kernel will see it. A running kernel does, unless it is closing
+ * for an idle exit (see idle_exit_step in device/src/engine.cu): then wait until it either
+ * calls the exit off or has exited, and relaunch it. */
+static int ensure_served(struct nvl_host_engine *e)
+{
+    uint64_t deadline = now_ns() + 5000000000ull;
+    cudaError_t err;
+    uint32_t st;
+
+    if (!e->started || e->failed)
+        return 0;
+    /* Pairs with the kernel's fence between publishing CLOSING and re-reading the producer. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    st = __atomic_load_n(&e->ctl->state, __ATOMIC_SEQ_CST);
+    if (e->running && (st == NVL_ENGINE_RUNNING || st == NVL_ENGINE_IDLE))
+        return 0;
+    while (e->running) {
+        err = cudaStreamQuery(e->stream);
+        if (err != cudaErrorNotReady) {
+            engine_exited(e, err);
+            break;
+        }
+        if (__atomic_load_n(&e->ctl->state, __ATOMIC_ACQUIRE) == NVL_ENGINE_RUNNING)
+            return 0;
+        if (now_ns() > deadline) {
+            nvl_log_error(NVL_HOST_WHO, "%s: engine neither exits nor resumes", e->name);
+            return -ETIMEDOUT;
+        }
+        sleep_ns(2000);
+    }
+    return e->failed ? -EIO : launch(e);
+}
+
 int nvl_host_engine_recover(struct nvl_host_engine *e)
 {
     const uint32_t mask = e->opts.ring_entries - 1;
     struct nvl_engine_global g;
     int rc;
 
-    if (e->running)
+    engine_alive(e);
+    if (e->running || (e->started && !e->failed))
         return -EBUSY;
     rc = cuda_check(cudaMemcpy(&g, e->params.global, sizeof(g), cudaMemcpyDeviceToHost),
                     "engine globals");
@@ -669,8 +739,8 @@ int nvl_host_engine_post(struct nvl_host_engine *e, struct nvl_engine_req *reqs,
     *first = e->producer;
     e->producer += n;
     /* Publishes the descriptors: the GPU reads them after an acquire load of the producer. */
-    __atomic_store_n(&e->ctl->producer, e->producer, __ATOMIC_RELEASE);
-    return 0;
+    __atomic_store_n(&e->ctl->producer, e->producer, __ATOMIC_SEQ_CST);
+    return ensure_served(e);
 }
 
 /* 1 when every request in [first, first + n) has its completion entry; *status gets the first
@@ -697,8 +767,15 @@ int nvl_host_engine_poll(struct nvl_host_engine *e, uint32_t first, uint32_t n, 
     *status = 0;
     if (group_done(e, first, n, status))
         return 0;
-    if (engine_alive(e) || (!e->failed && !e->running))
+    if (engine_alive(e))
         return -EAGAIN;
+    if (!e->failed) {
+        /* Not running: stopped by the owner (served at the next start), or gone idle just as
+         * this was posted (relaunch). */
+        if (e->started && ensure_served(e) == 0 && group_done(e, first, n, status))
+            return 0;
+        return -EAGAIN;
+    }
     /* The kernel is gone. It published every completion it will ever make before its exit
      * state, so one more look is definitive. */
     if (group_done(e, first, n, status))
@@ -772,6 +849,11 @@ double nvl_host_engine_monitor_cpu_seconds(const struct nvl_host_engine *e)
     if (!e->monitor_running || pthread_getcpuclockid(e->monitor, &clk) || clock_gettime(clk, &ts))
         return 0;
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+uint64_t nvl_host_engine_launches(const struct nvl_host_engine *e)
+{
+    return e->launches;
 }
 
 uint32_t nvl_host_engine_queues(const struct nvl_host_engine *e)

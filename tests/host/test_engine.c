@@ -586,6 +586,39 @@ static void controller_fatal_status(void **state)
     env_fini(&v);
 }
 
+/* The kernel leaves when idle and the next post brings it back, however the post and the exit
+ * interleave (a short idle time and random gaps aim at the window where the kernel is closing);
+ * meanwhile a device-wide synchronisation returns instead of waiting on a persistent kernel. */
+static void idle_exit_and_relaunch(void **state)
+{
+    struct nvl_host_engine_opts eo;
+    struct env v;
+    uint64_t launches;
+    double t0;
+
+    (void)state;
+    nvl_host_engine_opts_init(&eo);
+    eo.idle_exit_us = 200;
+    env_init_opts(&v, "mode=mem,size=64M,lba=512,mdts=5,idle_us=0", 2, 32, 8u << 20, &eo);
+    assert_int_equal(nvl_host_engine_start(v.e), 0);
+    for (int i = 0; i < 1500; i++) {
+        struct timespec ts = {0, (long)(rnd() % 400000)};
+
+        read_one(&v, req(&v, rnd() % 100000, 1 + (uint32_t)(rnd() % 256), (rnd() % 64) * PAGE));
+        nanosleep(&ts, NULL);
+    }
+    launches = nvl_host_engine_launches(v.e);
+    print_message("  1500 reads, %llu kernel launches\n", (unsigned long long)launches);
+    assert_true(launches > 1);
+    /* Idle now: the kernel has left, so this returns (a kernel that never exits would hang it). */
+    t0 = now_s();
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+    assert_true(now_s() - t0 < 2);
+    read_one(&v, req(&v, 77, 100, 0));
+    assert_int_equal(nvl_host_engine_stop(v.e), 0);
+    env_fini(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +629,7 @@ int main(void)
         cmocka_unit_test(nvme_error_and_bad_request),
         cmocka_unit_test(lost_completion_times_out),
         cmocka_unit_test(controller_fatal_status),
+        cmocka_unit_test(idle_exit_and_relaunch),
         cmocka_unit_test(stream_waits_on_gpu),
     };
 

@@ -119,8 +119,11 @@ NVME_STATIC_ASSERT(sizeof(struct nvl_engine_cpl) == 8, "engine completion");
 enum nvl_engine_state {
     NVL_ENGINE_IDLE = 0,    /* no kernel has run yet */
     NVL_ENGINE_RUNNING = 1, /* the kernel serves the ring */
-    NVL_ENGINE_STOPPED = 2, /* the kernel drained and exited on ctl.stop */
+    NVL_ENGINE_STOPPED = 2, /* the kernel drained and exited (ctl.stop, or idle exit) */
     NVL_ENGINE_FAILED = 3,  /* the kernel failed (ctl.fatal says why) and exited */
+    NVL_ENGINE_CLOSING = 4, /* idle, deciding whether to exit: a request posted now may be
+                               missed, so the host waits for RUNNING or an exit, and
+                               relaunches after an exit */
 };
 
 /* Control block. The host writes the first cache line, the GPU the second, so neither side's
@@ -196,6 +199,9 @@ struct nvl_engine_global {
     uint32_t req_next;     /* oldest request that may still have unclaimed commands */
     uint32_t fatal;        /* status word that failed the engine, 0 while healthy */
     uint32_t warps_active; /* warps still in the loop */
+    uint32_t exit_now;     /* idle exit decided: warps leave once nothing is in flight */
+    uint64_t idle_mask;    /* warps idle for idle_exit_ns (bit per queue pair) */
+    uint32_t idle_epoch;   /* bumped when an idle exit is called off: idle bits restart */
     uint32_t rsvd;
 };
 
@@ -217,6 +223,11 @@ struct nvl_engine_params {
     uint32_t n_bufs;
     uint32_t idle_ns;    /* sleep of an idle warp between polls of the ring */
     uint64_t timeout_ns; /* a command outstanding longer fails the engine */
+    /* When every warp has been idle (nothing posted, nothing in flight) this long, the kernel
+     * exits and the host relaunches it at the next post; 0 = never. A kernel that never exits
+     * makes every device-wide synchronisation of the process (cudaFree, cudaDeviceSynchronize,
+     * lazy module loading) wait forever. */
+    uint64_t idle_exit_ns;
 };
 
 /* Launches the engine kernel on `stream` (n_queues blocks of one warp). The kernel runs until

@@ -40,6 +40,10 @@ struct nvl_host_engine_opts {
                                NVL_ENGINE_MAX_CIDS) */
     uint64_t timeout_ns;    /* command outstanding longer fails the engine (default 5 s) */
     uint32_t idle_ns;       /* sleep of an idle warp between ring polls (default 1000) */
+    uint32_t idle_exit_us;  /* the kernel exits after this long with nothing to do and is
+                               relaunched by the next post (default 20000); 0 = never, which
+                               makes any device-wide synchronisation (cudaFree,
+                               cudaDeviceSynchronize, lazy module loading) wait for a stop */
     uint32_t csts_poll_us;  /* CSTS mirror period of the monitor thread (default 1000); 0 = no
                                thread, CFS is then noticed by the host's polls only */
     int cuda_device;        /* default 0 */
@@ -65,8 +69,9 @@ void nvl_host_engine_destroy(struct nvl_host_engine *e);
 int nvl_host_engine_add_buf(struct nvl_host_engine *e, const uint64_t *prp_list,
                             const uint64_t *prp_page_iova, uint64_t bytes, uint32_t *id);
 
-/* Launches the engine kernel. -EALREADY when it runs, -EIO when the engine failed earlier and
- * its controller has not been reset (nvl_host_engine_recover). */
+/* Launches the engine kernel: from now until stop, posts are served (the kernel leaves when idle
+ * for idle_exit_us and posts relaunch it). -EALREADY when started, -EIO when the engine failed
+ * earlier and its controller has not been reset (nvl_host_engine_recover). */
 int nvl_host_engine_start(struct nvl_host_engine *e);
 
 /* Asks the kernel to finish everything posted and exit, and waits for it (at most the command
@@ -112,6 +117,9 @@ void nvl_host_engine_stats(const struct nvl_host_engine *e, struct nvl_engine_qp
 /* CPU seconds the engine's host side has spent in its own thread (the CSTS monitor) so far; the
  * rest of its CPU cost is in the caller's thread (posting, polling). */
 double nvl_host_engine_monitor_cpu_seconds(const struct nvl_host_engine *e);
+
+/* Kernel launches so far (the first start, plus relaunches after idle exits). */
+uint64_t nvl_host_engine_launches(const struct nvl_host_engine *e);
 
 /* Facts the engine runs with. */
 uint32_t nvl_host_engine_queues(const struct nvl_host_engine *e);
