@@ -53,7 +53,7 @@ static void act_quantize_q8k(const float *x, void *dst, int64_t n)
     }
 }
 
-size_t cpu_act_row_bytes(enum cpu_act act, int64_t n)
+size_t nvl__cpu_act_row_bytes(enum cpu_act act, int64_t n)
 {
     switch (act) {
     case CPU_ACT_Q8:
@@ -65,7 +65,7 @@ size_t cpu_act_row_bytes(enum cpu_act act, int64_t n)
     }
 }
 
-void cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t n)
+void nvl__cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t n)
 {
     switch (act) {
     case CPU_ACT_Q8:
@@ -84,7 +84,7 @@ void cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t n)
 /* Portable dot products. Inner loops are plain integer loops over a block, which compilers
  * vectorize where they can; the AVX2 versions are in cpu_ops_avx2.c. */
 
-float cpu__dot_f32_generic(const float *a, const float *b, int64_t n)
+float nvl__cpu_dot_f32_generic(const float *a, const float *b, int64_t n)
 {
     /* Eight partial sums: independent chains for the FPU, and an order that does not depend on
      * the thread count or on where a row starts. */
@@ -98,7 +98,7 @@ float cpu__dot_f32_generic(const float *a, const float *b, int64_t n)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-float cpu__dot_f16_generic(const float *a, const uint16_t *b, int64_t n)
+float nvl__cpu_dot_f16_generic(const float *a, const uint16_t *b, int64_t n)
 {
     float acc[8] = {0};
     int64_t i = 0;
@@ -110,13 +110,13 @@ float cpu__dot_f16_generic(const float *a, const uint16_t *b, int64_t n)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-void cpu__axpy_f16_generic(float *y, float a, const uint16_t *x, int64_t n)
+void nvl__cpu_axpy_f16_generic(float *y, float a, const uint16_t *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += a * nvl_fp16_to_fp32(x[i]);
 }
 
-void cpu__f32_to_f16_generic(const float *x, uint16_t *y, int64_t n)
+void nvl__cpu_f32_to_f16_generic(const float *x, uint16_t *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = nvl_fp32_to_fp16(x[i]);
@@ -124,10 +124,10 @@ void cpu__f32_to_f16_generic(const float *x, uint16_t *y, int64_t n)
 
 static float dot_f32_row(const void *w, const void *x, int64_t n)
 {
-    return cpu_dot_f32(w, x, n);
+    return nvl__cpu_dot_f32(w, x, n);
 }
 
-float cpu__dot_q4_0_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q4_0_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -141,7 +141,7 @@ float cpu__dot_q4_0_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
-float cpu__dot_q4_1_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q4_1_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_1 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -171,7 +171,7 @@ static int32_t q5_isum(const uint8_t *qs, const uint8_t *qh_bytes, const int8_t 
     return isum;
 }
 
-float cpu__dot_q5_0_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q5_0_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q5_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -183,7 +183,7 @@ float cpu__dot_q5_0_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
-float cpu__dot_q5_1_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q5_1_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q5_1 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -196,7 +196,7 @@ float cpu__dot_q5_1_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
-float cpu__dot_q8_0_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q8_0_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q8_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -252,7 +252,7 @@ static int32_t k_isum16(const int8_t *q, const int8_t *x, const int *sc)
     return isum;
 }
 
-float cpu__dot_q2_K_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q2_K_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q2_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
@@ -277,7 +277,7 @@ float cpu__dot_q2_K_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
-float cpu__dot_q3_K_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q3_K_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q3_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
@@ -312,7 +312,7 @@ float cpu__dot_q3_K_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
-float cpu__dot_q4_K_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q4_K_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
@@ -337,7 +337,7 @@ float cpu__dot_q4_K_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
-float cpu__dot_q5_K_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q5_K_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q5_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
@@ -364,7 +364,7 @@ float cpu__dot_q5_K_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
-float cpu__dot_q6_K_generic(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q6_K_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q6_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
@@ -397,10 +397,10 @@ float cpu__dot_q6_K_generic(const void *vw, const void *vx, int64_t n)
 static struct cpu_type_ops type_ops[NVL_GGML_TYPE_COUNT];
 static bool type_ops_valid[NVL_GGML_TYPE_COUNT];
 static const char *kernels_name = "generic";
-static float (*dot_f32_impl)(const float *, const float *, int64_t) = cpu__dot_f32_generic;
-static float (*dot_f16_impl)(const float *, const uint16_t *, int64_t) = cpu__dot_f16_generic;
-static void (*axpy_f16_impl)(float *, float, const uint16_t *, int64_t) = cpu__axpy_f16_generic;
-static void (*f32_to_f16_impl)(const float *, uint16_t *, int64_t) = cpu__f32_to_f16_generic;
+static float (*dot_f32_impl)(const float *, const float *, int64_t) = nvl__cpu_dot_f32_generic;
+static float (*dot_f16_impl)(const float *, const uint16_t *, int64_t) = nvl__cpu_dot_f16_generic;
+static void (*axpy_f16_impl)(float *, float, const uint16_t *, int64_t) = nvl__cpu_axpy_f16_generic;
+static void (*f32_to_f16_impl)(const float *, uint16_t *, int64_t) = nvl__cpu_f32_to_f16_generic;
 static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
 
 static void set_ops(enum nvl_ggml_type t, enum cpu_act act, cpu_vec_dot_fn dot)
@@ -412,16 +412,16 @@ static void set_ops(enum nvl_ggml_type t, enum cpu_act act, cpu_vec_dot_fn dot)
 static void ops_select(void)
 {
     set_ops(NVL_GGML_TYPE_F32, CPU_ACT_F32, dot_f32_row);
-    set_ops(NVL_GGML_TYPE_Q4_0, CPU_ACT_Q8, cpu__dot_q4_0_generic);
-    set_ops(NVL_GGML_TYPE_Q4_1, CPU_ACT_Q8, cpu__dot_q4_1_generic);
-    set_ops(NVL_GGML_TYPE_Q5_0, CPU_ACT_Q8, cpu__dot_q5_0_generic);
-    set_ops(NVL_GGML_TYPE_Q5_1, CPU_ACT_Q8, cpu__dot_q5_1_generic);
-    set_ops(NVL_GGML_TYPE_Q8_0, CPU_ACT_Q8, cpu__dot_q8_0_generic);
-    set_ops(NVL_GGML_TYPE_Q2_K, CPU_ACT_Q8K, cpu__dot_q2_K_generic);
-    set_ops(NVL_GGML_TYPE_Q3_K, CPU_ACT_Q8K, cpu__dot_q3_K_generic);
-    set_ops(NVL_GGML_TYPE_Q4_K, CPU_ACT_Q8K, cpu__dot_q4_K_generic);
-    set_ops(NVL_GGML_TYPE_Q5_K, CPU_ACT_Q8K, cpu__dot_q5_K_generic);
-    set_ops(NVL_GGML_TYPE_Q6_K, CPU_ACT_Q8K, cpu__dot_q6_K_generic);
+    set_ops(NVL_GGML_TYPE_Q4_0, CPU_ACT_Q8, nvl__cpu_dot_q4_0_generic);
+    set_ops(NVL_GGML_TYPE_Q4_1, CPU_ACT_Q8, nvl__cpu_dot_q4_1_generic);
+    set_ops(NVL_GGML_TYPE_Q5_0, CPU_ACT_Q8, nvl__cpu_dot_q5_0_generic);
+    set_ops(NVL_GGML_TYPE_Q5_1, CPU_ACT_Q8, nvl__cpu_dot_q5_1_generic);
+    set_ops(NVL_GGML_TYPE_Q8_0, CPU_ACT_Q8, nvl__cpu_dot_q8_0_generic);
+    set_ops(NVL_GGML_TYPE_Q2_K, CPU_ACT_Q8K, nvl__cpu_dot_q2_K_generic);
+    set_ops(NVL_GGML_TYPE_Q3_K, CPU_ACT_Q8K, nvl__cpu_dot_q3_K_generic);
+    set_ops(NVL_GGML_TYPE_Q4_K, CPU_ACT_Q8K, nvl__cpu_dot_q4_K_generic);
+    set_ops(NVL_GGML_TYPE_Q5_K, CPU_ACT_Q8K, nvl__cpu_dot_q5_K_generic);
+    set_ops(NVL_GGML_TYPE_Q6_K, CPU_ACT_Q8K, nvl__cpu_dot_q6_K_generic);
     /* Everything else the dequantizer knows goes through fp32 rows. */
     for (int t = 0; t < NVL_GGML_TYPE_COUNT; t++) {
         const struct nvl_ggml_type_traits *tr = nvl_ggml_type_traits((uint32_t)t);
@@ -435,66 +435,66 @@ static void ops_select(void)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c")) {
         kernels_name = "avx2";
-        dot_f32_impl = cpu__dot_f32_avx2;
-        dot_f16_impl = cpu__dot_f16_avx2;
-        axpy_f16_impl = cpu__axpy_f16_avx2;
-        f32_to_f16_impl = cpu__f32_to_f16_avx2;
-        type_ops[NVL_GGML_TYPE_Q4_0].dot = cpu__dot_q4_0_avx2;
-        type_ops[NVL_GGML_TYPE_Q4_1].dot = cpu__dot_q4_1_avx2;
-        type_ops[NVL_GGML_TYPE_Q5_0].dot = cpu__dot_q5_0_avx2;
-        type_ops[NVL_GGML_TYPE_Q5_1].dot = cpu__dot_q5_1_avx2;
-        type_ops[NVL_GGML_TYPE_Q8_0].dot = cpu__dot_q8_0_avx2;
-        type_ops[NVL_GGML_TYPE_Q4_K].dot = cpu__dot_q4_K_avx2;
-        type_ops[NVL_GGML_TYPE_Q6_K].dot = cpu__dot_q6_K_avx2;
-        type_ops[NVL_GGML_TYPE_Q4_0].dot4 = cpu__dot4_q4_0_avx2;
-        type_ops[NVL_GGML_TYPE_Q4_1].dot4 = cpu__dot4_q4_1_avx2;
-        type_ops[NVL_GGML_TYPE_Q5_0].dot4 = cpu__dot4_q5_0_avx2;
-        type_ops[NVL_GGML_TYPE_Q8_0].dot4 = cpu__dot4_q8_0_avx2;
+        dot_f32_impl = nvl__cpu_dot_f32_avx2;
+        dot_f16_impl = nvl__cpu_dot_f16_avx2;
+        axpy_f16_impl = nvl__cpu_axpy_f16_avx2;
+        f32_to_f16_impl = nvl__cpu_f32_to_f16_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_0].dot = nvl__cpu_dot_q4_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_1].dot = nvl__cpu_dot_q4_1_avx2;
+        type_ops[NVL_GGML_TYPE_Q5_0].dot = nvl__cpu_dot_q5_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q5_1].dot = nvl__cpu_dot_q5_1_avx2;
+        type_ops[NVL_GGML_TYPE_Q8_0].dot = nvl__cpu_dot_q8_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_K].dot = nvl__cpu_dot_q4_K_avx2;
+        type_ops[NVL_GGML_TYPE_Q6_K].dot = nvl__cpu_dot_q6_K_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_0].dot4 = nvl__cpu_dot4_q4_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q4_1].dot4 = nvl__cpu_dot4_q4_1_avx2;
+        type_ops[NVL_GGML_TYPE_Q5_0].dot4 = nvl__cpu_dot4_q5_0_avx2;
+        type_ops[NVL_GGML_TYPE_Q8_0].dot4 = nvl__cpu_dot4_q8_0_avx2;
     }
 #endif
 }
 
-void cpu_ops_init(void)
+void nvl__cpu_ops_init(void)
 {
     pthread_once(&ops_once, ops_select);
 }
 
-const char *cpu_ops_kernels(void)
+const char *nvl__cpu_ops_kernels(void)
 {
-    cpu_ops_init();
+    nvl__cpu_ops_init();
     return kernels_name;
 }
 
-const struct cpu_type_ops *cpu_type_ops(enum nvl_ggml_type type)
+const struct cpu_type_ops *nvl__cpu_type_ops(enum nvl_ggml_type type)
 {
-    cpu_ops_init();
+    nvl__cpu_ops_init();
     if ((unsigned)type >= NVL_GGML_TYPE_COUNT || !type_ops_valid[type])
         return NULL;
     return &type_ops[type];
 }
 
-float cpu_dot_f32(const float *a, const float *b, int64_t n)
+float nvl__cpu_dot_f32(const float *a, const float *b, int64_t n)
 {
     return dot_f32_impl(a, b, n);
 }
 
-float cpu_dot_f16(const float *a, const uint16_t *b, int64_t n)
+float nvl__cpu_dot_f16(const float *a, const uint16_t *b, int64_t n)
 {
     return dot_f16_impl(a, b, n);
 }
 
-void cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
+void nvl__cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
 {
     axpy_f16_impl(y, a, x, n);
 }
 
-void cpu_axpy_f32(float *y, float a, const float *x, int64_t n)
+void nvl__cpu_axpy_f32(float *y, float a, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += a * x[i];
 }
 
-void cpu_f32_to_f16(const float *x, uint16_t *y, int64_t n)
+void nvl__cpu_f32_to_f16(const float *x, uint16_t *y, int64_t n)
 {
     f32_to_f16_impl(x, y, n);
 }
@@ -504,9 +504,9 @@ void cpu_f32_to_f16(const float *x, uint16_t *y, int64_t n)
 
 #define MATMUL_PREFETCH_BYTES 1536
 
-void cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float *scratch)
+void nvl__cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float *scratch)
 {
-    const struct cpu_type_ops *ops = cpu_type_ops(mm->w_type);
+    const struct cpu_type_ops *ops = nvl__cpu_type_ops(mm->w_type);
     const uint8_t *w = (const uint8_t *)mm->w + (uint64_t)r0 * mm->w_row_bytes;
     const uint8_t *x = mm->x;
     /* Weights stream from memory once per token. The hardware prefetchers alone leave the loads
@@ -552,7 +552,7 @@ void cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float 
 /* ------------------------------------------------------------------------------------------ */
 /* Vector operations */
 
-void cpu_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps)
+void nvl__cpu_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps)
 {
     double ss = 0.0;
     for (int64_t i = 0; i < n; i++)
@@ -562,7 +562,7 @@ void cpu_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps)
         y[i] = x[i] * scale * g[i];
 }
 
-void cpu_softmax(float *x, int64_t n)
+void nvl__cpu_softmax(float *x, int64_t n)
 {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++)
@@ -577,7 +577,7 @@ void cpu_softmax(float *x, int64_t n)
         x[i] *= inv;
 }
 
-void cpu_swiglu(float *g, const float *u, int64_t n)
+void nvl__cpu_swiglu(float *g, const float *u, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];

@@ -52,26 +52,26 @@ struct cpu_type_ops {
 };
 
 /* Picks the portable or the AVX2 kernels; idempotent and thread-safe. */
-void cpu_ops_init(void);
+void nvl__cpu_ops_init(void);
 /* "avx2" or "generic". */
-const char *cpu_ops_kernels(void);
+const char *nvl__cpu_ops_kernels(void);
 
 /* The kernels for a weight type, or NULL when the CPU backend cannot use the type at all. */
-const struct cpu_type_ops *cpu_type_ops(enum nvl_ggml_type type);
+const struct cpu_type_ops *nvl__cpu_type_ops(enum nvl_ggml_type type);
 
 /* Bytes of one activation row of n elements (n a multiple of the format's block). */
-size_t cpu_act_row_bytes(enum cpu_act act, int64_t n);
+size_t nvl__cpu_act_row_bytes(enum cpu_act act, int64_t n);
 /* Quantizes n floats into the activation format (a copy for F32). */
-void cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t n);
+void nvl__cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t n);
 
 /* fp32 dot product. */
-float cpu_dot_f32(const float *a, const float *b, int64_t n);
+float nvl__cpu_dot_f32(const float *a, const float *b, int64_t n);
 /* Dot of an fp32 vector with an fp16 vector (the KV cache). */
-float cpu_dot_f16(const float *a, const uint16_t *b, int64_t n);
+float nvl__cpu_dot_f16(const float *a, const uint16_t *b, int64_t n);
 /* y += a * x for an fp16 or fp32 x. */
-void cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
-void cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
-void cpu_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+void nvl__cpu_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
+void nvl__cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
+void nvl__cpu_f32_to_f16(const float *x, uint16_t *y, int64_t n);
 
 /* One matrix product y = W · x for n_tok activation rows. */
 struct cpu_matmul {
@@ -80,7 +80,7 @@ struct cpu_matmul {
     uint64_t w_row_bytes; /* bytes of one weight row */
     int64_t k;            /* elements per row */
     int64_t rows;         /* rows of W (outputs per token) */
-    const void *x;        /* [n_tok] activation rows in cpu_type_ops(w_type)->act format, */
+    const void *x;        /* [n_tok] activation rows in nvl__cpu_type_ops(w_type)->act format, */
     size_t x_stride;      /*   x_stride bytes apart */
     float *y;             /* [n_tok][y_stride] outputs */
     size_t y_stride;      /* floats */
@@ -90,13 +90,13 @@ struct cpu_matmul {
 };
 
 /* Computes outputs [r0, r1) of every token. scratch holds k floats (for dequantized rows). */
-void cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float *scratch);
+void nvl__cpu_matmul_rows(const struct cpu_matmul *mm, int64_t r0, int64_t r1, float *scratch);
 
 /* y = x / rms(x) * g, with rms(x) = sqrt(mean(x^2) + eps). */
-void cpu_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps);
+void nvl__cpu_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps);
 /* In-place softmax. */
-void cpu_softmax(float *x, int64_t n);
+void nvl__cpu_softmax(float *x, int64_t n);
 /* g = silu(g) * u. */
-void cpu_swiglu(float *g, const float *u, int64_t n);
+void nvl__cpu_swiglu(float *g, const float *u, int64_t n);
 
 #endif

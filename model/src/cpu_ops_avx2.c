@@ -54,8 +54,8 @@ static inline AVX2 __m256i dot_u8s8(__m256i u, __m256i s)
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-float cpu__dot_f32_avx2(const float *a, const float *b, int64_t n) AVX2;
-float cpu__dot_f32_avx2(const float *a, const float *b, int64_t n)
+float nvl__cpu_dot_f32_avx2(const float *a, const float *b, int64_t n) AVX2;
+float nvl__cpu_dot_f32_avx2(const float *a, const float *b, int64_t n)
 {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
@@ -74,8 +74,8 @@ float cpu__dot_f32_avx2(const float *a, const float *b, int64_t n)
     return sum;
 }
 
-float cpu__dot_f16_avx2(const float *a, const uint16_t *b, int64_t n) AVX2;
-float cpu__dot_f16_avx2(const float *a, const uint16_t *b, int64_t n)
+float nvl__cpu_dot_f16_avx2(const float *a, const uint16_t *b, int64_t n) AVX2;
+float nvl__cpu_dot_f16_avx2(const float *a, const uint16_t *b, int64_t n)
 {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -95,8 +95,8 @@ float cpu__dot_f16_avx2(const float *a, const uint16_t *b, int64_t n)
     return sum;
 }
 
-void cpu__axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) AVX2;
-void cpu__axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n)
+void nvl__cpu_axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) AVX2;
+void nvl__cpu_axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n)
 {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
@@ -108,8 +108,8 @@ void cpu__axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n)
         y[i] += a * f16(x[i]);
 }
 
-void cpu__f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n) AVX2;
-void cpu__f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n)
+void nvl__cpu_f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n) AVX2;
+void nvl__cpu_f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n)
 {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -119,8 +119,8 @@ void cpu__f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n)
         y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
-float cpu__dot_q4_0_avx2(const void *vw, const void *vx, int64_t n) AVX2;
-float cpu__dot_q4_0_avx2(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q4_0_avx2(const void *vw, const void *vx, int64_t n) AVX2;
+float nvl__cpu_dot_q4_0_avx2(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -135,8 +135,8 @@ float cpu__dot_q4_0_avx2(const void *vw, const void *vx, int64_t n)
     return hsum_ps(acc) + corr;
 }
 
-float cpu__dot_q4_1_avx2(const void *vw, const void *vx, int64_t n) AVX2;
-float cpu__dot_q4_1_avx2(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q4_1_avx2(const void *vw, const void *vx, int64_t n) AVX2;
+float nvl__cpu_dot_q4_1_avx2(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_1 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -151,8 +151,8 @@ float cpu__dot_q4_1_avx2(const void *vw, const void *vx, int64_t n)
     return hsum_ps(acc) + mins;
 }
 
-float cpu__dot_q5_0_avx2(const void *vw, const void *vx, int64_t n) AVX2;
-float cpu__dot_q5_0_avx2(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q5_0_avx2(const void *vw, const void *vx, int64_t n) AVX2;
+float nvl__cpu_dot_q5_0_avx2(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q5_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -169,8 +169,8 @@ float cpu__dot_q5_0_avx2(const void *vw, const void *vx, int64_t n)
     return hsum_ps(acc) + corr;
 }
 
-float cpu__dot_q5_1_avx2(const void *vw, const void *vx, int64_t n) AVX2;
-float cpu__dot_q5_1_avx2(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q5_1_avx2(const void *vw, const void *vx, int64_t n) AVX2;
+float nvl__cpu_dot_q5_1_avx2(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q5_1 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -187,8 +187,8 @@ float cpu__dot_q5_1_avx2(const void *vw, const void *vx, int64_t n)
     return hsum_ps(acc) + mins;
 }
 
-float cpu__dot_q8_0_avx2(const void *vw, const void *vx, int64_t n) AVX2;
-float cpu__dot_q8_0_avx2(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q8_0_avx2(const void *vw, const void *vx, int64_t n) AVX2;
+float nvl__cpu_dot_q8_0_avx2(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q8_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
@@ -205,8 +205,8 @@ float cpu__dot_q8_0_avx2(const void *vw, const void *vx, int64_t n)
     return hsum_ps(acc);
 }
 
-float cpu__dot_q4_K_avx2(const void *vw, const void *vx, int64_t n) AVX2;
-float cpu__dot_q4_K_avx2(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q4_K_avx2(const void *vw, const void *vx, int64_t n) AVX2;
+float nvl__cpu_dot_q4_K_avx2(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
@@ -249,8 +249,8 @@ float cpu__dot_q4_K_avx2(const void *vw, const void *vx, int64_t n)
     return hsum_ps(acc) + mins;
 }
 
-float cpu__dot_q6_K_avx2(const void *vw, const void *vx, int64_t n) AVX2;
-float cpu__dot_q6_K_avx2(const void *vw, const void *vx, int64_t n)
+float nvl__cpu_dot_q6_K_avx2(const void *vw, const void *vx, int64_t n) AVX2;
+float nvl__cpu_dot_q6_K_avx2(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q6_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
@@ -337,8 +337,9 @@ float cpu__dot_q6_K_avx2(const void *vw, const void *vx, int64_t n)
         s -= d_ * (float)((off) * (xb).sum);                                                       \
     } while (0)
 
-void cpu__dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
-void cpu__dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+void nvl__cpu_dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n,
+                             float *out) AVX2;
+void nvl__cpu_dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
 {
     const struct nvl_block_q4_0 *w = vw;
     DOT4_ROWS(vx, stride);
@@ -353,8 +354,9 @@ void cpu__dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t 
     DOT4_OUT(out);
 }
 
-void cpu__dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
-void cpu__dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+void nvl__cpu_dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n,
+                             float *out) AVX2;
+void nvl__cpu_dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
 {
     const struct nvl_block_q5_0 *w = vw;
     DOT4_ROWS(vx, stride);
@@ -379,8 +381,9 @@ void cpu__dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t 
         s += (mw) * (xb).d * (float)(xb).sum;                                                      \
     } while (0)
 
-void cpu__dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
-void cpu__dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+void nvl__cpu_dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t n,
+                             float *out) AVX2;
+void nvl__cpu_dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
 {
     const struct nvl_block_q4_1 *w = vw;
     DOT4_ROWS(vx, stride);
@@ -395,7 +398,7 @@ void cpu__dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t 
     DOT4_OUT(out);
 }
 
-/* One row of Q8_0: signed bytes through the sign trick of cpu__dot_q8_0_avx2. */
+/* One row of Q8_0: signed bytes through the sign trick of nvl__cpu_dot_q8_0_avx2. */
 #define DOT4_STEP_Q8(ua, a, dw, xb, acc)                                                           \
     do {                                                                                           \
         const float d_ = (dw) * (xb).d;                                                            \
@@ -404,8 +407,9 @@ void cpu__dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t 
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d_), _mm256_cvtepi32_ps(p_), acc);                    \
     } while (0)
 
-void cpu__dot4_q8_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out) AVX2;
-void cpu__dot4_q8_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
+void nvl__cpu_dot4_q8_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n,
+                             float *out) AVX2;
+void nvl__cpu_dot4_q8_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n, float *out)
 {
     const struct nvl_block_q8_0 *w = vw;
     DOT4_ROWS(vx, stride);

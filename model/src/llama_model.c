@@ -165,7 +165,7 @@ static int bind(struct load_ctx *lc, struct nvl_llama_tensor *t, const char *nam
     if (vector && gt->type != NVL_GGML_TYPE_F32)
         return load_fail(lc, -ENOTSUP, "tensor %s has type %s; norm weights must be f32", name,
                          nvl_ggml_type_name(gt->type));
-    if (!cpu_type_ops(gt->type))
+    if (!nvl__cpu_type_ops(gt->type))
         return load_fail(lc, -ENOTSUP, "tensor %s has type %s, which the CPU backend cannot run",
                          name, nvl_ggml_type_name(gt->type));
     uint64_t row_bytes;
@@ -325,5 +325,5 @@ uint64_t nvl_llama_weight_bytes(const struct nvl_llama_model *model)
 
 const char *nvl_llama_cpu_kernels(void)
 {
-    return cpu_ops_kernels();
+    return nvl__cpu_ops_kernels();
 }

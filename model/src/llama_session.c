@@ -122,7 +122,7 @@ int nvl_session_create(struct nvl_llama_model *model, const struct nvl_session_p
     s->scores = malloc((size_t)p.n_threads * (size_t)p.n_ctx * sizeof(float));
     s->dequant = malloc((size_t)p.n_threads * (size_t)s->max_k * sizeof(float));
     for (int a = 0; a < CPU_ACT_COUNT; a++)
-        s->act[a] = malloc(B * cpu_act_row_bytes((enum cpu_act)a, s->max_k));
+        s->act[a] = malloc(B * nvl__cpu_act_row_bytes((enum cpu_act)a, s->max_k));
     if (!s->k_cache || !s->v_cache || !s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v ||
         !s->att || !s->gate || !s->up || !s->rope || !s->scores || !s->dequant ||
         !s->act[CPU_ACT_F32] || !s->act[CPU_ACT_Q8] || !s->act[CPU_ACT_Q8K])
@@ -238,7 +238,7 @@ static void mm_group_worker(void *ctx, int ith, int nth)
         int64_t r1 = r0 + g->chunk_rows[i];
         if (r1 > g->mm[i].rows)
             r1 = g->mm[i].rows;
-        cpu_matmul_rows(&g->mm[i], r0, r1, scratch);
+        nvl__cpu_matmul_rows(&g->mm[i], r0, r1, scratch);
     }
 }
 
@@ -273,10 +273,10 @@ static const void *act_prepare(struct nvl_session *s, enum cpu_act act, const fl
         *stride = src_stride * sizeof(float);
         return src;
     }
-    const size_t row = cpu_act_row_bytes(act, k);
+    const size_t row = nvl__cpu_act_row_bytes(act, k);
     uint8_t *dst = s->act[act];
     for (int32_t t = 0; t < n_tok; t++)
-        cpu_act_quantize(act, src + (size_t)t * src_stride, dst + (size_t)t * row, k);
+        nvl__cpu_act_quantize(act, src + (size_t)t * src_stride, dst + (size_t)t * row, k);
     *stride = row;
     return dst;
 }
@@ -287,11 +287,11 @@ static void mm_add(struct nvl_session *s, struct mm_group *g, const struct nvl_l
                    const float *x, size_t x_stride, int32_t n_tok, float *y, size_t y_stride,
                    bool accumulate, unsigned *prepared)
 {
-    const enum cpu_act act = s->f32_act ? CPU_ACT_F32 : cpu_type_ops(w->type)->act;
+    const enum cpu_act act = s->f32_act ? CPU_ACT_F32 : nvl__cpu_type_ops(w->type)->act;
     size_t stride;
     const void *xa;
     if (act != CPU_ACT_F32 && (*prepared & (1u << act))) {
-        stride = cpu_act_row_bytes(act, w->ne0);
+        stride = nvl__cpu_act_row_bytes(act, w->ne0);
         xa = s->act[act];
     } else {
         xa = act_prepare(s, act, x, x_stride, n_tok, w->ne0, &stride);
@@ -348,17 +348,18 @@ static void attn_worker(void *ctx, int ith, int nth)
 
         for (int32_t p = 0; p < n_kv; p++) {
             const size_t off = layer_off + (size_t)p * kvd + (size_t)kvh * (size_t)hd;
-            sc[p] = scale * (s->kv_f32 ? cpu_dot_f32(q, (const float *)s->k_cache + off, hd)
-                                       : cpu_dot_f16(q, (const uint16_t *)s->k_cache + off, hd));
+            sc[p] =
+                scale * (s->kv_f32 ? nvl__cpu_dot_f32(q, (const float *)s->k_cache + off, hd)
+                                   : nvl__cpu_dot_f16(q, (const uint16_t *)s->k_cache + off, hd));
         }
-        cpu_softmax(sc, n_kv);
+        nvl__cpu_softmax(sc, n_kv);
         memset(out, 0, (size_t)hd * sizeof(float));
         for (int32_t p = 0; p < n_kv; p++) {
             const size_t off = layer_off + (size_t)p * kvd + (size_t)kvh * (size_t)hd;
             if (s->kv_f32)
-                cpu_axpy_f32(out, sc[p], (const float *)s->v_cache + off, hd);
+                nvl__cpu_axpy_f32(out, sc[p], (const float *)s->v_cache + off, hd);
             else
-                cpu_axpy_f16(out, sc[p], (const uint16_t *)s->v_cache + off, hd);
+                nvl__cpu_axpy_f16(out, sc[p], (const uint16_t *)s->v_cache + off, hd);
         }
     }
 }
@@ -413,12 +414,12 @@ static void swiglu_worker(void *ctx, int ith, int nth)
     struct swiglu_job *j = ctx;
     struct nvl_session *s = j->s;
     const int64_t ff = s->hp->n_ff;
-    const size_t row = cpu_act_row_bytes(j->act, ff);
+    const size_t row = nvl__cpu_act_row_bytes(j->act, ff);
     for (int32_t t = ith; t < j->n_tok; t += nth) {
         float *g = s->gate + (size_t)t * (size_t)ff;
-        cpu_swiglu(g, s->up + (size_t)t * (size_t)ff, ff);
+        nvl__cpu_swiglu(g, s->up + (size_t)t * (size_t)ff, ff);
         if (j->act != CPU_ACT_F32)
-            cpu_act_quantize(j->act, g, (uint8_t *)s->act[j->act] + (size_t)t * row, ff);
+            nvl__cpu_act_quantize(j->act, g, (uint8_t *)s->act[j->act] + (size_t)t * row, ff);
     }
 }
 
@@ -433,7 +434,7 @@ static void layer_forward(struct nvl_session *s, int32_t il, int32_t n_tok, int3
 
     /* Attention block: xn = rms(x) * attn_norm; q, k, v = W · xn. */
     for (int32_t t = 0; t < n_tok; t++)
-        cpu_rmsnorm(s->xn + t * e, s->x + t * e, l->attn_norm.data, hp->n_embd, hp->rms_eps);
+        nvl__cpu_rmsnorm(s->xn + t * e, s->x + t * e, l->attn_norm.data, hp->n_embd, hp->rms_eps);
     g.n = 0;
     prepared = 0;
     mm_add(s, &g, &l->wq, s->xn, e, n_tok, s->q, qd, false, &prepared);
@@ -452,8 +453,8 @@ static void layer_forward(struct nvl_session *s, int32_t il, int32_t n_tok, int3
             memcpy((float *)s->k_cache + off, s->k + t * kvd, kvd * sizeof(float));
             memcpy((float *)s->v_cache + off, s->v + t * kvd, kvd * sizeof(float));
         } else {
-            cpu_f32_to_f16(s->k + t * kvd, (uint16_t *)s->k_cache + off, (int64_t)kvd);
-            cpu_f32_to_f16(s->v + t * kvd, (uint16_t *)s->v_cache + off, (int64_t)kvd);
+            nvl__cpu_f32_to_f16(s->k + t * kvd, (uint16_t *)s->k_cache + off, (int64_t)kvd);
+            nvl__cpu_f32_to_f16(s->v + t * kvd, (uint16_t *)s->v_cache + off, (int64_t)kvd);
         }
     }
 
@@ -469,7 +470,7 @@ static void layer_forward(struct nvl_session *s, int32_t il, int32_t n_tok, int3
 
     /* Feed-forward block: x += Wdown · (silu(Wgate · xn) * (Wup · xn)), xn = rms(x) * ffn_norm. */
     for (int32_t t = 0; t < n_tok; t++)
-        cpu_rmsnorm(s->xn + t * e, s->x + t * e, l->ffn_norm.data, hp->n_embd, hp->rms_eps);
+        nvl__cpu_rmsnorm(s->xn + t * e, s->x + t * e, l->ffn_norm.data, hp->n_embd, hp->rms_eps);
     g.n = 0;
     prepared = 0;
     mm_add(s, &g, &l->ffn_gate, s->xn, e, n_tok, s->gate, ff, false, &prepared);
@@ -479,7 +480,7 @@ static void layer_forward(struct nvl_session *s, int32_t il, int32_t n_tok, int3
     struct swiglu_job sj = {
         .s = s,
         .n_tok = n_tok,
-        .act = s->f32_act ? CPU_ACT_F32 : cpu_type_ops(l->ffn_down.type)->act,
+        .act = s->f32_act ? CPU_ACT_F32 : nvl__cpu_type_ops(l->ffn_down.type)->act,
     };
     nvl_threadpool_run(s->pool, swiglu_worker, &sj);
     g.n = 0;
@@ -511,8 +512,8 @@ static void batch_forward(struct nvl_session *s, const int32_t *tokens, int32_t 
     if (n_out <= 0)
         return;
     for (int32_t t = 0; t < n_out; t++)
-        cpu_rmsnorm(s->xn + t * e, s->x + (size_t)(out_first + t) * e, w->output_norm.data,
-                    hp->n_embd, hp->rms_eps);
+        nvl__cpu_rmsnorm(s->xn + t * e, s->x + (size_t)(out_first + t) * e, w->output_norm.data,
+                         hp->n_embd, hp->rms_eps);
     struct mm_group g = {.n = 0};
     unsigned prepared = 0;
     mm_add(s, &g, &w->output, s->xn, e, n_out, logits, (size_t)hp->n_vocab, false, &prepared);

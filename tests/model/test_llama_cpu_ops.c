@@ -131,24 +131,24 @@ struct kernel {
 };
 
 static const struct kernel kernels[] = {
-    {NVL_GGML_TYPE_Q4_0, "q4_0 generic", cpu__dot_q4_0_generic},
-    {NVL_GGML_TYPE_Q4_1, "q4_1 generic", cpu__dot_q4_1_generic},
-    {NVL_GGML_TYPE_Q5_0, "q5_0 generic", cpu__dot_q5_0_generic},
-    {NVL_GGML_TYPE_Q5_1, "q5_1 generic", cpu__dot_q5_1_generic},
-    {NVL_GGML_TYPE_Q8_0, "q8_0 generic", cpu__dot_q8_0_generic},
-    {NVL_GGML_TYPE_Q2_K, "q2_K generic", cpu__dot_q2_K_generic},
-    {NVL_GGML_TYPE_Q3_K, "q3_K generic", cpu__dot_q3_K_generic},
-    {NVL_GGML_TYPE_Q4_K, "q4_K generic", cpu__dot_q4_K_generic},
-    {NVL_GGML_TYPE_Q5_K, "q5_K generic", cpu__dot_q5_K_generic},
-    {NVL_GGML_TYPE_Q6_K, "q6_K generic", cpu__dot_q6_K_generic},
+    {NVL_GGML_TYPE_Q4_0, "q4_0 generic", nvl__cpu_dot_q4_0_generic},
+    {NVL_GGML_TYPE_Q4_1, "q4_1 generic", nvl__cpu_dot_q4_1_generic},
+    {NVL_GGML_TYPE_Q5_0, "q5_0 generic", nvl__cpu_dot_q5_0_generic},
+    {NVL_GGML_TYPE_Q5_1, "q5_1 generic", nvl__cpu_dot_q5_1_generic},
+    {NVL_GGML_TYPE_Q8_0, "q8_0 generic", nvl__cpu_dot_q8_0_generic},
+    {NVL_GGML_TYPE_Q2_K, "q2_K generic", nvl__cpu_dot_q2_K_generic},
+    {NVL_GGML_TYPE_Q3_K, "q3_K generic", nvl__cpu_dot_q3_K_generic},
+    {NVL_GGML_TYPE_Q4_K, "q4_K generic", nvl__cpu_dot_q4_K_generic},
+    {NVL_GGML_TYPE_Q5_K, "q5_K generic", nvl__cpu_dot_q5_K_generic},
+    {NVL_GGML_TYPE_Q6_K, "q6_K generic", nvl__cpu_dot_q6_K_generic},
 #if defined(__x86_64__)
-    {NVL_GGML_TYPE_Q4_0, "q4_0 avx2", cpu__dot_q4_0_avx2},
-    {NVL_GGML_TYPE_Q4_1, "q4_1 avx2", cpu__dot_q4_1_avx2},
-    {NVL_GGML_TYPE_Q5_0, "q5_0 avx2", cpu__dot_q5_0_avx2},
-    {NVL_GGML_TYPE_Q5_1, "q5_1 avx2", cpu__dot_q5_1_avx2},
-    {NVL_GGML_TYPE_Q8_0, "q8_0 avx2", cpu__dot_q8_0_avx2},
-    {NVL_GGML_TYPE_Q4_K, "q4_K avx2", cpu__dot_q4_K_avx2},
-    {NVL_GGML_TYPE_Q6_K, "q6_K avx2", cpu__dot_q6_K_avx2},
+    {NVL_GGML_TYPE_Q4_0, "q4_0 avx2", nvl__cpu_dot_q4_0_avx2},
+    {NVL_GGML_TYPE_Q4_1, "q4_1 avx2", nvl__cpu_dot_q4_1_avx2},
+    {NVL_GGML_TYPE_Q5_0, "q5_0 avx2", nvl__cpu_dot_q5_0_avx2},
+    {NVL_GGML_TYPE_Q5_1, "q5_1 avx2", nvl__cpu_dot_q5_1_avx2},
+    {NVL_GGML_TYPE_Q8_0, "q8_0 avx2", nvl__cpu_dot_q8_0_avx2},
+    {NVL_GGML_TYPE_Q4_K, "q4_K avx2", nvl__cpu_dot_q4_K_avx2},
+    {NVL_GGML_TYPE_Q6_K, "q6_K avx2", nvl__cpu_dot_q6_K_avx2},
 #endif
 };
 
@@ -170,18 +170,18 @@ static void test_vec_dot_vs_dequantize(void **state)
         const struct kernel *kn = &kernels[k];
         if (strstr(kn->name, "avx2") && !have_avx2())
             continue;
-        const struct cpu_type_ops *ops = cpu_type_ops(kn->type);
+        const struct cpu_type_ops *ops = nvl__cpu_type_ops(kn->type);
         assert_non_null(ops);
         uint64_t bytes;
         assert_int_equal(nvl_ggml_row_size(kn->type, K, &bytes), 0);
         uint8_t *w = malloc(bytes);
-        void *xa = malloc(cpu_act_row_bytes(ops->act, K));
+        void *xa = malloc(nvl__cpu_act_row_bytes(ops->act, K));
         float wf[K], x[K], xq[K];
         for (int trial = 0; trial < 20; trial++) {
             random_row(kn->type, w, bytes);
             for (int i = 0; i < K; i++)
                 x[i] = rndf() * (trial % 3 ? 1.0f : 30.0f); /* also large activations */
-            cpu_act_quantize(ops->act, x, xa, K);
+            nvl__cpu_act_quantize(ops->act, x, xa, K);
             act_dequantize(ops->act, xa, xq);
             assert_int_equal(nvl_dequantize_row(kn->type, w, wf, K), 0);
             double ref = 0.0, mag = 0.0;
@@ -210,12 +210,12 @@ static void test_vec_dot4_matches_dot(void **state)
     const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q4_1, NVL_GGML_TYPE_Q5_0,
                                         NVL_GGML_TYPE_Q8_0};
     for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
-        const struct cpu_type_ops *ops = cpu_type_ops(types[k]);
+        const struct cpu_type_ops *ops = nvl__cpu_type_ops(types[k]);
         assert_non_null(ops->dot4);
         uint64_t bytes;
         assert_int_equal(nvl_ggml_row_size(types[k], K, &bytes), 0);
         uint8_t *w = malloc(bytes);
-        const size_t stride = cpu_act_row_bytes(ops->act, K);
+        const size_t stride = nvl__cpu_act_row_bytes(ops->act, K);
         uint8_t *xa = malloc(4 * stride);
         float x[K];
         for (int trial = 0; trial < 10; trial++) {
@@ -223,7 +223,7 @@ static void test_vec_dot4_matches_dot(void **state)
             for (int t = 0; t < 4; t++) {
                 for (int i = 0; i < K; i++)
                     x[i] = rndf();
-                cpu_act_quantize(ops->act, x, xa + t * stride, K);
+                nvl__cpu_act_quantize(ops->act, x, xa + t * stride, K);
             }
             float four[4];
             ops->dot4(w, xa, stride, K, four);
@@ -246,8 +246,8 @@ static void test_activation_quantization(void **state)
     x[5] = 0.0f;
     const enum cpu_act acts[] = {CPU_ACT_Q8, CPU_ACT_Q8K};
     for (size_t a = 0; a < 2; a++) {
-        void *xa = malloc(cpu_act_row_bytes(acts[a], K));
-        cpu_act_quantize(acts[a], x, xa, K);
+        void *xa = malloc(nvl__cpu_act_row_bytes(acts[a], K));
+        nvl__cpu_act_quantize(acts[a], x, xa, K);
         act_dequantize(acts[a], xa, back);
         const int block = acts[a] == CPU_ACT_Q8 ? 32 : NVL_QK_K;
         for (int b = 0; b < K / block; b++) {
@@ -264,7 +264,7 @@ static void test_activation_quantization(void **state)
     /* An all-zero block has scale 0 and zero quants, not NaN. */
     float z[32] = {0};
     struct cpu_block_q8 zb;
-    cpu_act_quantize(CPU_ACT_Q8, z, &zb, 32);
+    nvl__cpu_act_quantize(CPU_ACT_Q8, z, &zb, 32);
     assert_true(zb.d == 0.0f && zb.sum == 0);
 }
 
@@ -288,21 +288,21 @@ static void test_float_helpers(void **state)
             ref16 += (double)a[i] * nvl_fp16_to_fp32(h[i]);
             mag += fabs((double)a[i] * b[i]);
         }
-        assert_true(fabs(cpu_dot_f32(a, b, n) - ref) <= 1e-6 * mag + 1e-7);
-        assert_true(fabs(cpu__dot_f32_generic(a, b, n) - ref) <= 1e-6 * mag + 1e-7);
-        assert_true(fabs(cpu_dot_f16(a, h, n) - ref16) <= 1e-6 * mag + 1e-7);
-        assert_true(fabs(cpu__dot_f16_generic(a, h, n) - ref16) <= 1e-6 * mag + 1e-7);
+        assert_true(fabs(nvl__cpu_dot_f32(a, b, n) - ref) <= 1e-6 * mag + 1e-7);
+        assert_true(fabs(nvl__cpu_dot_f32_generic(a, b, n) - ref) <= 1e-6 * mag + 1e-7);
+        assert_true(fabs(nvl__cpu_dot_f16(a, h, n) - ref16) <= 1e-6 * mag + 1e-7);
+        assert_true(fabs(nvl__cpu_dot_f16_generic(a, h, n) - ref16) <= 1e-6 * mag + 1e-7);
 
         memcpy(y, b, sizeof(y));
         memcpy(y2, b, sizeof(y2));
-        cpu_axpy_f16(y, 0.5f, h, n);
-        cpu__axpy_f16_generic(y2, 0.5f, h, n);
+        nvl__cpu_axpy_f16(y, 0.5f, h, n);
+        nvl__cpu_axpy_f16_generic(y2, 0.5f, h, n);
         for (int64_t i = 0; i < n; i++) {
             assert_true(fabsf(y[i] - (b[i] + 0.5f * nvl_fp16_to_fp32(h[i]))) <= 1e-6f);
             assert_true(fabsf(y2[i] - (b[i] + 0.5f * nvl_fp16_to_fp32(h[i]))) <= 1e-6f);
         }
         /* fp32 -> fp16 rounds to nearest even in both versions, so they agree bit for bit. */
-        cpu_f32_to_f16(a, h2, n);
+        nvl__cpu_f32_to_f16(a, h2, n);
         for (int64_t i = 0; i < n; i++)
             assert_int_equal(h2[i], nvl_fp32_to_fp16(a[i]));
     }
@@ -316,7 +316,7 @@ static void test_matmul_fallback_and_accumulate(void **state)
                                         NVL_GGML_TYPE_Q4_1};
     enum { ROWS = 5, TOK = 3 };
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
-        const struct cpu_type_ops *ops = cpu_type_ops(types[t]);
+        const struct cpu_type_ops *ops = nvl__cpu_type_ops(types[t]);
         assert_non_null(ops);
         uint64_t rb;
         assert_int_equal(nvl_ggml_row_size(types[t], K, &rb), 0);
@@ -324,12 +324,12 @@ static void test_matmul_fallback_and_accumulate(void **state)
         for (int r = 0; r < ROWS; r++)
             random_row(types[t], w + r * rb, rb);
         static float x[TOK][K], xq[TOK][K], wf[K], scratch[K];
-        const size_t ab = cpu_act_row_bytes(ops->act, K);
+        const size_t ab = nvl__cpu_act_row_bytes(ops->act, K);
         uint8_t *xa = malloc(ab * TOK);
         for (int k = 0; k < TOK; k++) {
             for (int i = 0; i < K; i++)
                 x[k][i] = rndf();
-            cpu_act_quantize(ops->act, x[k], xa + k * ab, K);
+            nvl__cpu_act_quantize(ops->act, x[k], xa + k * ab, K);
             act_dequantize(ops->act, xa + k * ab, xq[k]);
         }
         float y[TOK][ROWS + 1];
@@ -349,7 +349,7 @@ static void test_matmul_fallback_and_accumulate(void **state)
             .n_tok = TOK,
             .accumulate = t % 2 == 1,
         };
-        cpu_matmul_rows(&mm, 1, ROWS, scratch); /* rows 1..4; row 0 stays untouched */
+        nvl__cpu_matmul_rows(&mm, 1, ROWS, scratch); /* rows 1..4; row 0 stays untouched */
         for (int r = 0; r < ROWS; r++) {
             nvl_dequantize_row(types[t], w + r * rb, wf, K);
             for (int k = 0; k < TOK; k++) {
@@ -380,17 +380,17 @@ static void test_vector_ops(void **state)
         g[i] = rndf();
         ss += (double)x[i] * x[i];
     }
-    cpu_rmsnorm(y, x, g, 64, 1e-5f);
+    nvl__cpu_rmsnorm(y, x, g, 64, 1e-5f);
     for (int i = 0; i < 64; i++)
         assert_true(fabs(y[i] - x[i] / sqrt(ss / 64 + 1e-5) * g[i]) < 1e-5);
 
     float s[5] = {1.0f, 2.0f, 3.0f, -INFINITY, 0.5f};
-    cpu_softmax(s, 5);
+    nvl__cpu_softmax(s, 5);
     const double den = exp(1) + exp(2) + exp(3) + exp(0.5);
     assert_true(fabs(s[2] - exp(3) / den) < 1e-6 && s[3] == 0.0f);
 
     float gate[3] = {-2.0f, 0.0f, 1.5f}, up[3] = {3.0f, 5.0f, -2.0f};
-    cpu_swiglu(gate, up, 3);
+    nvl__cpu_swiglu(gate, up, 3);
     assert_true(fabs(gate[0] - (-2.0 / (1.0 + exp(2.0)) * 3.0)) < 1e-6);
     assert_true(gate[1] == 0.0f);
     assert_true(fabs(gate[2] - (1.5 / (1.0 + exp(-1.5)) * -2.0)) < 1e-6);
@@ -400,11 +400,11 @@ static void test_unsupported_types(void **state)
 {
     (void)state;
     /* Types without a dequantizer cannot be run; the loader refuses them through this. */
-    assert_null(cpu_type_ops(NVL_GGML_TYPE_IQ2_XXS));
-    assert_null(cpu_type_ops(NVL_GGML_TYPE_I32));
-    assert_null(cpu_type_ops((enum nvl_ggml_type)4));
-    assert_null(cpu_type_ops((enum nvl_ggml_type)1000));
-    assert_non_null(cpu_type_ops(NVL_GGML_TYPE_BF16));
+    assert_null(nvl__cpu_type_ops(NVL_GGML_TYPE_IQ2_XXS));
+    assert_null(nvl__cpu_type_ops(NVL_GGML_TYPE_I32));
+    assert_null(nvl__cpu_type_ops((enum nvl_ggml_type)4));
+    assert_null(nvl__cpu_type_ops((enum nvl_ggml_type)1000));
+    assert_non_null(nvl__cpu_type_ops(NVL_GGML_TYPE_BF16));
 }
 
 struct pool_count {
