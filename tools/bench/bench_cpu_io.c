@@ -6,7 +6,8 @@
  *   read MDTS   sequential reads of MDTS-sized commands through nvl_io_read, spread over the
  *               I/O queues at depth;
  *   read 4 KiB  random 4 KiB reads on one queue pair at depth through the async qpair API:
- *               IOPS per submitting core.
+ *               IOPS per submitting core; once more with the sim in null mode (no data
+ *               moved), which bounds the per-command cost of driver plus sim.
  * The sim runs in memory mode with its own service thread(s), so on a small machine the
  * numbers include the cost of sharing cores with it. */
 #include <errno.h>
@@ -146,8 +147,8 @@ struct sim_env {
     struct nvl_ctrl *ctrl;
 };
 
-static int sim_env_create(const struct args *a, uint32_t mdts, uint32_t queues, uint32_t depth,
-                          struct sim_env *e)
+static int sim_env_create(const struct args *a, const char *mode, uint32_t mdts, uint32_t queues,
+                          uint32_t depth, struct sim_env *e)
 {
     struct nvl_sim_opts so;
     struct nvl_ctrl_opts co;
@@ -155,7 +156,7 @@ static int sim_env_create(const struct args *a, uint32_t mdts, uint32_t queues, 
     int rc;
 
     nvl_sim_opts_init(&so);
-    snprintf(spec, sizeof(spec), "mode=mem,size=%uM,lba=512,mdts=%u,threads=%u,queues=%u",
+    snprintf(spec, sizeof(spec), "mode=%s,size=%uM,lba=512,mdts=%u,threads=%u,queues=%u", mode,
              a->size_mib, mdts, a->sim_threads, queues);
     rc = nvl_sim_opts_parse(&so, spec, err, sizeof(err));
     if (rc == 0 && a->sim_extra)
@@ -209,7 +210,7 @@ static double bench_read_mdts(const struct args *a, uint32_t mdts, uint32_t *cmd
     double t0, t;
     int rc;
 
-    rc = sim_env_create(a, mdts, a->queues, a->depth, &e);
+    rc = sim_env_create(a, "mem", mdts, a->queues, a->depth, &e);
     if (rc)
         return rc;
     *cmd_bytes = nvl_ctrl_get_info(e.ctrl)->max_transfer;
@@ -259,9 +260,10 @@ static void iops_cb(void *arg, int err, uint16_t status)
         s->errors++;
 }
 
-/* Random 4 KiB reads on one queue pair, `depth` in flight, one thread. Returns IOPS or a
- * negative errno. */
-static double bench_read_4k(const struct args *a)
+/* Random 4 KiB reads on one queue pair, `depth` in flight, one thread. mode "mem" moves the
+ * data; "null" completes without moving it, which leaves the driver's and the sim's per-command
+ * cost. Returns IOPS or a negative errno. */
+static double bench_read_4k(const struct args *a, const char *mode)
 {
     struct iops_state s = {0, 0};
     struct sim_env e;
@@ -271,7 +273,7 @@ static double bench_read_4k(const struct args *a)
     double t0, t = 0;
     int rc;
 
-    rc = sim_env_create(a, 5, 1, a->depth, &e);
+    rc = sim_env_create(a, mode, 5, 1, a->depth, &e);
     if (rc)
         return rc;
     qp = nvl_ctrl_qpair(e.ctrl, 0);
@@ -342,7 +344,7 @@ int main(int argc, char **argv)
         snprintf(label, sizeof(label), "read MDTS (%u KiB/cmd)", cmd >> 10);
         printf("%-28s %9.2f GB/s %11.2fx\n", label, v, v / memcpy_gbs);
     }
-    v = bench_read_4k(&a);
+    v = bench_read_4k(&a, "mem");
     if (v < 0) {
         failed = 1;
     } else {
@@ -350,6 +352,11 @@ int main(int argc, char **argv)
         printf("%-28s %9.2f GB/s %11.2fx\n", "  (as bandwidth)", v * 4096 / 1e9,
                v * 4096 / 1e9 / memcpy_gbs);
     }
+    v = bench_read_4k(&a, "null");
+    if (v < 0)
+        failed = 1;
+    else
+        printf("%-28s %9.0f IOPS\n", "  same, sim null mode", v);
     /* On a shared machine the ceiling moves; a second memcpy shows by how much. */
     v = bench_memcpy(a.seconds);
     printf("%-28s %9.2f GB/s %11.2fx\n", "memcpy 256 MiB (after)", v, v / memcpy_gbs);
