@@ -110,6 +110,19 @@ static void limits_are_clamped(void **state)
         assert_int_equal(d.sq_iova % 4096, 0);
         assert_int_equal(d.max_transfer, 2u << 20);
     }
+    {
+        /* I/O through the strided doorbells of every queue pair. */
+        struct nvl_dma *buf = NULL;
+        struct nvl_io_opts io;
+
+        assert_int_equal(nvl_dma_create(fake_nvme_transport(f), 1u << 20, 0, &buf), 0);
+        memset(fake_nvme_data(f), 0x3c, 1u << 20);
+        nvl_io_opts_init(&io);
+        io.max_cmd_bytes = 4096;
+        assert_int_equal(nvl_io_read(c, &io, 0, 256, buf, 0, NULL), 0);
+        assert_memory_equal(buf->vaddr, fake_nvme_data(f), 1u << 20);
+        nvl_dma_destroy(buf);
+    }
     nvl_ctrl_destroy(c);
     fake_nvme_destroy(f);
 }
@@ -305,6 +318,14 @@ static void admin_passthrough_and_log_page(void **state)
     assert_int_equal(((uint8_t *)buf->vaddr)[0], 0);
     assert_int_equal(((uint8_t *)buf->vaddr)[511], 0);
     assert_int_equal(((uint8_t *)buf->vaddr)[512], 0x5a);
+    /* Enough admin commands to wrap the 32-entry admin queue three times. */
+    for (int i = 0; i < 100; i++) {
+        memset(buf->vaddr, 0x5a, 512);
+        assert_int_equal(nvl_ctrl_get_log_page(c, NVME_LOG_ERROR, NVME_NSID_ALL, buf, 0, 256, &st),
+                         0);
+        assert_int_equal(((uint8_t *)buf->vaddr)[255], 0);
+        assert_int_equal(((uint8_t *)buf->vaddr)[256], 0x5a);
+    }
     memset(&cmd, 0, sizeof(cmd));
     cmd.opc = 0x7f; /* not an admin opcode */
     assert_int_equal(nvl_ctrl_admin(c, &cmd, NULL, 0, 0, NULL, &st), -EIO);
