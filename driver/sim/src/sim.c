@@ -92,33 +92,28 @@ void sim_csts_update(struct nvl_sim *sim, uint32_t clear, uint32_t set)
 
 /* ---- violations, fatal errors, error log -------------------------------------------------- */
 
-static void sim_vlog(struct nvl_sim *sim, enum nvl_sim_violation v, const char *kind,
-                     const char *fmt, va_list ap)
+void sim_violation(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
 {
+    uint64_t bit = 1ull << v;
+    uint64_t seen;
     char msg[512];
-    uint64_t bit = 1ull << (v < NVL_SIM_VIOL_COUNT ? v : 63);
-    uint64_t seen = __atomic_fetch_or(&sim->warned, bit, __ATOMIC_RELAXED);
+    va_list ap;
 
+    if (v >= NVL_SIM_VIOL_COUNT)
+        return;
+    __atomic_fetch_add(&sim->violations[v], 1, __ATOMIC_RELAXED);
+    seen = __atomic_fetch_or(&sim->warned, bit, __ATOMIC_RELAXED);
     /* The first of each kind is a warning; repeats go to the debug level, and are not even
      * formatted unless that level is on (a broken host may repeat one mistake at full rate). */
     if ((seen & bit) && nvl_log_get_level() < NVL_LOG_DEBUG)
         return;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (!(seen & bit))
-        nvl_log_warn(sim->who, "%s %s: %s", kind, nvl_sim_violation_name(v), msg);
-    else
-        nvl_log_debug(sim->who, "%s %s: %s", kind, nvl_sim_violation_name(v), msg);
-}
-
-void sim_violation(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (v < NVL_SIM_VIOL_COUNT)
-        __atomic_fetch_add(&sim->violations[v], 1, __ATOMIC_RELAXED);
     va_start(ap, fmt);
-    sim_vlog(sim, v, "rule", fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (!(seen & bit))
+        nvl_log_warn(sim->who, "rule %s: %s", nvl_sim_violation_name(v), msg);
+    else
+        nvl_log_debug(sim->who, "rule %s: %s", nvl_sim_violation_name(v), msg);
 }
 
 void sim_fatal(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
