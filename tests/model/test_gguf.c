@@ -567,6 +567,14 @@ static void tensor_errors(void **state)
     tb_zeros(&b, 512);
     expect_fail(&b, "tensor 'a' data [0x0, 0x100) overlaps tensor 'b' at 0x80");
 
+    /* With general.alignment 1, F32 data must still be 4-byte aligned in the file. */
+    tb_header(&b, 3, 1, 1);
+    tb_kv_u32(&b, "general.alignment", 1);
+    tb_tensor(&b, "w", 1, ne33, NVL_GGML_TYPE_F32, 0);
+    tb_zeros(&b, 33 * 4); /* the data section starts right after the 90-byte header */
+    expect_fail(&b, "tensor 0 'w': data at file offset 0x5a is not 4-byte aligned as f32 data "
+                    "must be");
+
     /* Alignment from general.alignment applies to offsets and the data section. */
     tb_header(&b, 3, 1, 1);
     tb_kv_u32(&b, "general.alignment", 256);
