@@ -183,8 +183,9 @@ const struct nvl_gguf_tensor *nvl_gguf_get_tensor(const struct nvl_gguf *g, cons
 /* File offset of the tensor's first byte. */
 uint64_t nvl_gguf_tensor_file_offset(const struct nvl_gguf *g, const struct nvl_gguf_tensor *t);
 /* Pointer to the tensor's bytes in the mapping, or NULL when they are not in memory (see
- * nvl_gguf_open_prefix). Only 1-byte alignment is guaranteed for a caller's buffer; a mapped file
- * gives the file's alignment. */
+ * nvl_gguf_open_prefix). The open checked that the data's file offset is a multiple of what its
+ * type needs (2 bytes for halves and blocks, 4 for f32, 8 for 64-bit types), so the pointer is
+ * suitably aligned for a mapped file, and for a caller's buffer that is at least 8-aligned. */
 const void *nvl_gguf_tensor_data(const struct nvl_gguf *g, const struct nvl_gguf_tensor *t);
 /* Number of elements (product of ne). */
 uint64_t nvl_gguf_tensor_nelements(const struct nvl_gguf_tensor *t);
