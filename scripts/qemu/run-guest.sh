@@ -189,12 +189,14 @@ cp "$HERE/guest-init.sh" "$STAGE/init"
 cp "$HERE/guest-lib.sh" "$STAGE/nvl/lib.sh"
 chmod 0755 "$STAGE/init" "$STAGE/bin/busybox"
 
-(cd "$STAGE" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$WORKDIR/initramfs.cpio.gz"
+# Uncompressed: the kernel copies it instead of inflating it under TCG, which matters when --add
+# brings large files (a model) along.
+(cd "$STAGE" && find . -print0 | cpio --null -o -H newc --quiet) >"$WORKDIR/initramfs.cpio"
 
 # --- QEMU ------------------------------------------------------------------------------------
 QEMU=(qemu-system-x86_64 -nodefaults -no-user-config -display none -serial stdio -no-reboot
     -m "$MEM" -smp "$SMP" -accel tcg -cpu max -bios /usr/share/qemu/qboot.rom
-    -kernel "$KDIR/vmlinuz" -initrd "$WORKDIR/initramfs.cpio.gz")
+    -kernel "$KDIR/vmlinuz" -initrd "$WORKDIR/initramfs.cpio")
 # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can time out and
 # panic ("timer doesn't work through Interrupt-remapped IO-APIC"). Interrupt remapping itself
 # must stay on: vfio_iommu_type1 refuses an IOMMU without it (-EPERM on VFIO_SET_IOMMU).
