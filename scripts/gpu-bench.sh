@@ -12,9 +12,10 @@
 #
 # What runs, in order (each step under a time limit so a hang is reported, never waited out):
 #   1. test_engine_cmd, test_engine          engine unit tests; the second on the GPU vs the sim
+#      test_backend_gpu_nvme, test_loader_gpu, test_backend_gds   the loader's GPU paths
 #   2. test_layer_loader --backend gpu-nvme  --sim-mem and --sim FILE, 669 MiB, 3/3 expected,
 #                                            plus device and host destinations
-#   3. bench_engine null                     engine overhead, 1/2/4/8 queues, 4 KiB and MDTS
+#   3. bench_engine null                     engine overhead, 1/2/4/8/16 queues, 4 KiB and MDTS
 #   4. bench_engine layer                    669 MiB from a memory sim, with memcpy and H2D
 #   5. bench_engine layer --sim-opts bw=...  drive emulation at 3.35 and 7 GB/s
 #   6. bench_engine cpu                      CPU time per GB, gpu-nvme vs file
@@ -53,10 +54,12 @@ else
     cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNVL_WITH_CUDA=ON \
         >>"$LOG" 2>&1 || { echo "gpu-bench: configure failed (see $LOG)"; exit 1; }
     cmake --build "$BUILD" -j"$(nproc)" --target test_engine_cmd test_engine bench_engine \
-        test_layer_loader >>"$LOG" 2>&1 || { echo "gpu-bench: build failed (see $LOG)"; exit 1; }
+        test_layer_loader test_backend_gpu_nvme test_loader_gpu test_backend_gds >>"$LOG" 2>&1 ||
+        { echo "gpu-bench: build failed (see $LOG)"; exit 1; }
     BIN=$OUT/bin
     mkdir -p "$BIN"
-    for t in tests/device/test_engine_cmd tests/host/test_engine tools/bench/bench_engine \
+    for t in tests/device/test_engine_cmd tests/host/test_engine tests/host/test_backend_gpu_nvme \
+        tests/loader/test_loader_gpu tests/loader/test_backend_gds tools/bench/bench_engine \
         tools/test_layer_loader/test_layer_loader; do
         cp "$BUILD/$t" "$BIN/"
     done
@@ -107,11 +110,14 @@ SIMFILE=/var/tmp/nvl-sim.img
 
 step test_engine_cmd 120 "$BIN/test_engine_cmd"
 step test_engine 260 "$BIN/test_engine"
+step test_backend_gpu_nvme 260 "$BIN/test_backend_gpu_nvme"
+step test_loader_gpu 200 "$BIN/test_loader_gpu"
+step test_backend_gds 200 "$BIN/test_backend_gds"
 step tll_gpu_sim_mem 300 "$BIN/test_layer_loader" --backend gpu-nvme --sim-mem "$LAYER"
 step tll_gpu_sim_file 300 "$BIN/test_layer_loader" --backend gpu-nvme --sim "$SIMFILE" "$LAYER"
 step tll_gpu_device 150 "$BIN/test_layer_loader" --backend gpu-nvme --dst device --sim-mem 256
 step tll_gpu_host 150 "$BIN/test_layer_loader" --backend gpu-nvme --dst host --sim-mem 256
-step bench_null 300 "$BIN/bench_engine" null --queues 1,2,4,8 --seconds "$SECS"
+step bench_null 300 "$BIN/bench_engine" null --queues 1,2,4,8,16 --seconds "$SECS"
 step bench_layer 300 "$BIN/bench_engine" layer --mib "$LAYER" --queues 8 --reps "$REPS"
 step bench_bw335 300 "$BIN/bench_engine" layer --mib "$LAYER" --queues 8 --reps "$REPS" \
     --sim-opts bw=3.35GB/s

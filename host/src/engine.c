@@ -75,7 +75,7 @@ void nvl_host_engine_opts_init(struct nvl_host_engine_opts *o)
     o->max_batch = 128;
     o->timeout_ns = 5000000000ull;
     o->idle_ns = 1000;
-    o->idle_exit_us = 20000;
+    o->idle_exit_us = 2000;
     o->csts_poll_us = 1000;
 }
 

@@ -41,7 +41,7 @@ struct nvl_host_engine_opts {
     uint64_t timeout_ns;    /* command outstanding longer fails the engine (default 5 s) */
     uint32_t idle_ns;       /* sleep of an idle warp between ring polls (default 1000) */
     uint32_t idle_exit_us;  /* the kernel exits after this long with nothing to do and is
-                               relaunched by the next post (default 20000); 0 = never, which
+                               relaunched by the next post (default 2000); 0 = never, which
                                makes any device-wide synchronisation (cudaFree,
                                cudaDeviceSynchronize, lazy module loading) wait for a stop */
     uint32_t csts_poll_us;  /* CSTS mirror period of the monitor thread (default 1000); 0 = no
