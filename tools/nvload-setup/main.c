@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "image.h"
 #include "setup.h"
@@ -125,6 +126,16 @@ int main(int argc, char **argv)
     }
     if (want_args && nvl_setup_parse_bdf(argv[optind], bdf) != 0)
         return bad_bdf(argv[optind]);
+
+    /* Changing bindings needs root; say so up front rather than after a partial attempt. Fake
+     * trees (NVL_SYSFS_ROOT, the tests) are exempt. */
+    if ((action == ACTION_BIND || action == ACTION_RESTORE) && env.real && geteuid() != 0) {
+        fprintf(stderr,
+                "nvload-setup: error: changing the driver of a PCI device needs root: "
+                "sudo %s\n",
+                argv[0]);
+        return 1;
+    }
 
     int rc = 0;
     struct nvl_setup_result res;
