@@ -170,46 +170,43 @@ static int vfio_unmap_type1(struct nvl_transport *t, void *vaddr, size_t len, ui
     return 0;
 }
 
-/* Physical address of a pinned page from /proc/self/pagemap (bits 0-54 PFN, bit 63 present).
- * Without CAP_SYS_ADMIN the kernel reports PFN 0. */
-static int vfio_virt_to_phys(struct vfio_priv *v, const void *vaddr, uint64_t *phys)
-{
-    uint64_t entry, page = (uintptr_t)vaddr / 4096;
-
-    if (pread(v->pagemap, &entry, sizeof(entry), (off_t)(page * sizeof(entry))) !=
-        (ssize_t)sizeof(entry))
-        return -errno ? -errno : -EIO;
-    if (!(entry & (1ull << 63)))
-        return -EFAULT;
-    entry &= (1ull << 55) - 1;
-    if (entry == 0)
-        return -EPERM;
-    *phys = entry * 4096 + ((uintptr_t)vaddr & 4095);
-    return 0;
-}
-
 static int vfio_map_noiommu(struct nvl_transport *t, void *vaddr, size_t len, uint64_t *iova)
 {
     struct vfio_priv *v = t->priv;
-    uint64_t first, p;
-    size_t off;
+    uint64_t entries[512], first = 0;
+    size_t pages = (len + 4095) / 4096, done = 0, i;
     int rc;
 
-    rc = vfio_virt_to_phys(v, vaddr, &first);
-    if (rc) {
-        nvl_log_error(v->bdf, "no physical address for %p: %s%s", vaddr, nvl_strerror(rc),
-                      rc == -EPERM ? " (no-IOMMU mode needs root)" : "");
-        return rc;
-    }
-    /* One transport mapping must be one bus-contiguous range; tell nvl_dma otherwise. */
-    for (off = 4096; off < len; off += 4096) {
-        rc = vfio_virt_to_phys(v, (uint8_t *)vaddr + off, &p);
-        if (rc)
+    /* One transport mapping must be one bus-contiguous range: read the frame numbers in
+     * batches and tell nvl_dma (-ERANGE) when the pages are scattered. */
+    while (done < pages) {
+        size_t n = pages - done < 512 ? pages - done : 512;
+        off_t pos = (off_t)(((uintptr_t)vaddr / 4096 + done) * sizeof(uint64_t));
+        ssize_t got = pread(v->pagemap, entries, n * sizeof(uint64_t), pos);
+
+        if (got != (ssize_t)(n * sizeof(uint64_t))) {
+            rc = got < 0 ? -errno : -EIO;
+            nvl_log_error(v->bdf, "cannot read /proc/self/pagemap: %s", nvl_strerror(rc));
             return rc;
-        if (p != first + off)
-            return -ERANGE;
+        }
+        for (i = 0; i < n; i++) {
+            uint64_t pfn = entries[i] & ((1ull << 55) - 1);
+
+            if (!(entries[i] & (1ull << 63)))
+                return -EFAULT; /* not present: the caller pins before mapping */
+            if (pfn == 0) {
+                nvl_log_error(v->bdf, "/proc/self/pagemap hides physical addresses: no-IOMMU "
+                                      "mode needs root (CAP_SYS_ADMIN)");
+                return -EPERM;
+            }
+            if (done + i == 0)
+                first = pfn * 4096;
+            else if (pfn * 4096 != first + (done + i) * 4096)
+                return -ERANGE;
+        }
+        done += n;
     }
-    *iova = first;
+    *iova = first + ((uintptr_t)vaddr & 4095);
     return 0;
 }
 

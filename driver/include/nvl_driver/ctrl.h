@@ -98,7 +98,8 @@ struct nvl_ctrl_info {
 int nvl_ctrl_create(struct nvl_transport *t, const struct nvl_ctrl_opts *o, struct nvl_ctrl **out);
 
 /* Deletes the I/O queues, shuts the controller down cleanly (CC.SHN normal, waits for
- * SHST complete within CAP.TO), frees everything. NULL is a no-op. */
+ * SHST complete within CAP.TO), frees everything. External engines must have stopped using
+ * their claimed queue pairs. NULL is a no-op. */
 void nvl_ctrl_destroy(struct nvl_ctrl *c);
 
 /* Resets the controller and brings it up again with the same queues (same memory, same
