@@ -269,7 +269,7 @@ static double bench_read_4k(const struct args *a, const char *mode)
     struct sim_env e;
     struct nvl_dma *buf = NULL;
     struct nvl_qpair *qp;
-    uint64_t submitted = 0, x = 88172645463325252ull, n_pages;
+    uint64_t submitted = 0, polls = 0, x = 88172645463325252ull, n_pages;
     double t0, t = 0;
     int rc;
 
@@ -299,7 +299,7 @@ static double bench_read_4k(const struct args *a, const char *mode)
         rc = nvl_qpair_poll(qp, 0);
         if (rc < 0)
             goto out;
-        if ((s.done & 1023) == 0 && (t = now_s()) - t0 >= a->seconds)
+        if (++polls % 256 == 0 && (t = now_s()) - t0 >= a->seconds)
             break;
     }
     while (nvl_qpair_outstanding(qp) && nvl_qpair_poll(qp, 0) >= 0)

@@ -42,6 +42,7 @@ struct args {
     const char *sim_opts;
     const char *file;
     uint32_t reps;
+    uint32_t batch; /* engine commands per SQ doorbell; 0 = the default */
 };
 
 struct rig {
@@ -99,7 +100,7 @@ static void rig_destroy(struct rig *g)
 /* A sim from spec, a controller with `queues` pairs of `depth`, an engine on all of them and one
  * destination buffer of buf_bytes with its flat PRP list. */
 static int rig_create(struct rig *g, const char *spec, uint32_t queues, uint32_t depth,
-                      size_t buf_bytes)
+                      size_t buf_bytes, uint32_t batch)
 {
     struct nvl_host_engine_opts eo;
     struct nvl_sim_opts so;
@@ -146,6 +147,8 @@ static int rig_create(struct rig *g, const char *spec, uint32_t queues, uint32_t
         g->list_iova[j] = nvl_dma_iova(g->list, j * 4096);
     nvl_host_engine_opts_init(&eo);
     eo.ring_entries = 64;
+    if (batch)
+        eo.max_batch = batch;
     rc = nvl_host_engine_create(g->c, &eo, &g->e);
     if (rc)
         goto err;
@@ -228,7 +231,7 @@ static int bench_null(const struct args *a)
         snprintf(spec, sizeof(spec),
                  "mode=null,lba=512,mdts=5,mqes=1023,queues=%u,threads=%u,idle_us=0%s%s", q,
                  threads, a->sim_opts ? "," : "", a->sim_opts ? a->sim_opts : "");
-        rc = rig_create(&g, spec, q, 1024, 8 * MIB);
+        rc = rig_create(&g, spec, q, 1024, 8 * MIB, a->batch);
         if (rc)
             return 1;
         mdts_shift = 0;
@@ -250,12 +253,16 @@ static int bench_null(const struct args *a)
         }
         nvl_host_engine_stats(g.e, &s);
         nvl_sim_get_stats(g.sim, &ss);
-        printf("RESULT test=null queues=%u sim_threads=%u iops_4k=%.0f gbps_mdts=%.2f "
+        /* Empty polls: how often a warp looked at its CQ and found nothing. Near 1, the warp
+         * waits for the controller; near 0, the controller waits for the warp. */
+        printf("RESULT test=null queues=%u sim_threads=%u batch=%u iops_4k=%.0f gbps_mdts=%.2f "
                "mdts_bytes=%u cmds_per_sq_doorbell=%.1f cmds_per_cq_doorbell=%.1f "
-               "sim_violations=%llu\n",
-               q, threads, iops, mdts_cps * (double)(1u << mdts_shift) / 1e9, 1u << mdts_shift,
+               "empty_poll_fraction=%.3f sim_violations=%llu\n",
+               q, threads, a->batch ? a->batch : 128, iops,
+               mdts_cps * (double)(1u << mdts_shift) / 1e9, 1u << mdts_shift,
                s.sq_doorbells ? (double)s.commands / (double)s.sq_doorbells : 0,
                s.cq_doorbells ? (double)s.completions / (double)s.cq_doorbells : 0,
+               s.polls ? (double)s.empty_polls / (double)s.polls : 0,
                (unsigned long long)ss.violations_total);
         fflush(stdout);
         rig_destroy(&g);
@@ -361,7 +368,7 @@ static int bench_layer(const struct args *a)
     snprintf(spec, sizeof(spec), "mode=mem,size=%lluM,lba=512,mdts=5,queues=%u,threads=%u%s%s",
              (unsigned long long)(a->mib + 64), q, threads, a->sim_opts ? "," : "",
              a->sim_opts ? a->sim_opts : "");
-    if (rig_create(&g, spec, q, 256, bytes))
+    if (rig_create(&g, spec, q, 256, bytes, a->batch))
         return 1;
     so = nvl_sim_opts(g.sim);
     configured = so->bw_bytes_per_s ? (double)so->bw_bytes_per_s / 1e9 : 0;
@@ -405,7 +412,7 @@ static int bench_cpu(const struct args *a)
 
     snprintf(spec, sizeof(spec), "mode=mem,size=%lluM,lba=512,mdts=5,queues=4,threads=4",
              (unsigned long long)(a->mib + 64));
-    if (rig_create(&g, spec, 4, 256, bytes))
+    if (rig_create(&g, spec, 4, 256, bytes, a->batch))
         return 1;
     if (layer_once(&g, 0, bytes) < 0)
         return 1;
@@ -462,10 +469,12 @@ static int bench_cpu(const struct args *a)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bench_engine null  [--queues 1,2,4,8] [--seconds S] [--sim-threads N]\n"
-               "       bench_engine layer [--mib 669] [--queues N] [--sim-threads N] "
-               "[--sim-opts SPEC] [--reps N]\n"
-               "       bench_engine cpu   --file PATH [--mib 669] [--reps N]\n");
+    fprintf(
+        f,
+        "usage: bench_engine null  [--queues 1,2,4,8] [--seconds S] [--sim-threads N] [--batch N]\n"
+        "       bench_engine layer [--mib 669] [--queues N] [--sim-threads N] "
+        "[--sim-opts SPEC] [--reps N]\n"
+        "       bench_engine cpu   --file PATH [--mib 669] [--reps N]\n");
 }
 
 int main(int argc, char **argv)
@@ -478,6 +487,7 @@ int main(int argc, char **argv)
         {"sim-opts", required_argument, NULL, 'o'},
         {"file", required_argument, NULL, 'f'},
         {"reps", required_argument, NULL, 'r'},
+        {"batch", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -512,6 +522,9 @@ int main(int argc, char **argv)
             break;
         case 'r':
             a.reps = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'B':
+            a.batch = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         case 'h':
             usage(stdout);
