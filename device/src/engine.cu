@@ -161,6 +161,39 @@ static __device__ void cmd_done(const struct nvl_engine_params &p, uint32_t r, u
         finish_req(p, r);
 }
 
+/* Warp-collective: lanes with valid set each finished one command, the one CQE e names. Lanes
+ * whose commands belong to the same request add to its count with one atomic (a request's
+ * commands tend to complete together, and 32 atomics on one address would serialise); a failed
+ * status is recorded first, and the __syncwarp() orders it before the leader's fence and add. */
+static __device__ void cmds_done_warp(struct warp_state *w, const struct nvl_engine_params &p,
+                                      uint32_t lane, int valid, const struct nvl_dev_cqe_tail &e)
+{
+    const uint32_t vmask = __ballot_sync(FULL_MASK, valid);
+    struct cid_info ci = {0, 0, 0};
+
+    if (valid) {
+        ci = w->info[e.cid];
+        if (e.status)
+            atomicCAS(&p.mirror[ci.req & (p.ring_entries - 1u)].status, 0u,
+                      nvl_engine_st_make(NVL_ENGINE_ST_NVME, e.status));
+    }
+    __syncwarp();
+    if (valid) {
+        uint32_t group = __match_any_sync(vmask, ci.req);
+
+        if (lane == (uint32_t)__ffs(group) - 1u) {
+            struct nvl_engine_mirror *m = &p.mirror[ci.req & (p.ring_entries - 1u)];
+            uint32_t k = (uint32_t)__popc(group), old;
+
+            __threadfence();
+            old = atomicAdd(&m->done, k);
+            if (old + k == ci.n_cmds)
+                finish_req(p, ci.req);
+        }
+    }
+    __syncwarp();
+}
+
 /* Lane 0 only. Claims up to `want` commands from the posted requests, oldest first, into
  * w->seg. In abort mode, claimed commands are finished at once with status `abort_st` instead
  * (requests the failed engine will never run). Returns the number of commands placed in w->seg;
@@ -282,16 +315,9 @@ static __device__ uint32_t reap(struct warp_state *w, const struct nvl_engine_pa
             w->stats.completions += n;
         }
         __syncwarp();
-        if (lane < n) {
-            if (w->reap_ok[lane]) {
-                struct cid_info ci = w->info[e.cid];
-
-                cmd_done(p, ci.req, ci.n_cmds, 1u,
-                         e.status ? nvl_engine_st_make(NVL_ENGINE_ST_NVME, e.status) : 0u);
-            } else {
-                w->protocol_error = 1;
-            }
-        }
+        cmds_done_warp(w, p, lane, lane < n && w->reap_ok[lane], e);
+        if (lane < n && !w->reap_ok[lane])
+            w->protocol_error = 1;
         errs = __popc(__ballot_sync(FULL_MASK, lane < n && w->reap_ok[lane] && e.status != 0));
         bad = __popc(__ballot_sync(FULL_MASK, lane < n && !w->reap_ok[lane]));
         if (lane == 0) {
