@@ -32,6 +32,7 @@
 #   --trace EVENT         also record this QEMU trace event (glob) in WORKDIR/qemu.err.
 #   --allow-nvme-errors   do not fail on QEMU's DMA/PRP error trace events (for tests that
 #                         provoke them on purpose).
+#   --qemu ARG            pass ARG to qemu-system-x86_64 as is (repeatable).
 #   --quiet               do not echo the guest console while it runs.
 #
 # In the guest the environment has NVL_BDF (controller 0), NVL_BDF0, NVL_BDF1, ..., NVL_MODE, and
@@ -61,6 +62,7 @@ KEEP=0
 LOGCOPY=""
 QUIET=0
 TRACES=()
+QEMU_EXTRA=()
 ALLOW_NVME_ERRORS=0
 
 usage() {
@@ -89,6 +91,7 @@ while (($#)); do
     --quiet) QUIET=1 ;;
     --trace) TRACES+=("$2") && shift ;;
     --allow-nvme-errors) ALLOW_NVME_ERRORS=1 ;;
+    --qemu) QEMU_EXTRA+=("$2") && shift ;;
     -h | --help) usage && exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -224,7 +227,7 @@ NVME_ERR_EVENTS=(pci_nvme_err_addr_read pci_nvme_err_addr_write pci_nvme_err_inv
 for ev in "${NVME_UB_EVENTS[@]}" "${NVME_ERR_EVENTS[@]}" "${TRACES[@]}"; do
     QEMU+=(-trace "$ev")
 done
-QEMU+=(-append "$CMDLINE $APPEND")
+QEMU+=("${QEMU_EXTRA[@]}" -append "$CMDLINE $APPEND")
 
 LOG=$WORKDIR/guest.log
 ERR=$WORKDIR/qemu.err
