@@ -3,8 +3,12 @@
 # (or takes prebuilt binaries), runs every GPU test and benchmark, and prints a short table last.
 #
 #   scripts/gpu-bench.sh [--prebuilt DIR] [--out DIR] [--quick] [--disk-file PATH]
+#   scripts/gpu-bench.sh --make-prebuilt DIR
 #
 #   --prebuilt DIR   use DIR/bin/* and DIR/lib (LD_LIBRARY_PATH) instead of building
+#   --make-prebuilt DIR  build here (needs nvcc and the project's dependencies, see
+#                    scripts/install-deps.sh) and collect the programs and the shared libraries
+#                    a bare CUDA machine lacks into DIR, then exit; carry DIR to the GPU machine
 #   --out DIR        keep logs there (default: a temporary directory)
 #   --quick          shorter runs (smoke test)
 #   --disk-file PATH the file on the machine's real disk for the file/gds/dd comparison
@@ -25,19 +29,52 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 PREBUILT=""
+MAKE_PREBUILT=""
 OUT=""
 QUICK=0
 DISK_FILE=/var/tmp/nvl-bench.img
 while [ $# -gt 0 ]; do
     case "$1" in
     --prebuilt) PREBUILT=$(cd "$2" && pwd); shift 2 ;;
+    --make-prebuilt) MAKE_PREBUILT=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --disk-file) DISK_FILE=$2; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "gpu-bench: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+PROGRAMS=(tests/device/test_engine_cmd tests/host/test_engine tests/host/test_backend_gpu_nvme
+    tests/loader/test_loader_gpu tests/loader/test_backend_gds tools/bench/bench_engine
+    tools/test_layer_loader/test_layer_loader)
+
+build() { # build BUILD_DIR LOG: configures with CUDA and builds the programs above
+    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+        export PATH=/usr/local/cuda/bin:$PATH
+    fi
+    cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNVL_WITH_CUDA=ON >>"$2" 2>&1 ||
+        { echo "gpu-bench: configure failed (see $2)"; exit 1; }
+    cmake --build "$1" -j"$(nproc)" --target "${PROGRAMS[@]##*/}" >>"$2" 2>&1 ||
+        { echo "gpu-bench: build failed (see $2)"; exit 1; }
+}
+
+if [ -n "$MAKE_PREBUILT" ]; then
+    BUILD=${BUILD_DIR:-build-gpu}
+    mkdir -p "$MAKE_PREBUILT/bin" "$MAKE_PREBUILT/lib"
+    build "$BUILD" "$MAKE_PREBUILT/build.log"
+    for t in "${PROGRAMS[@]}"; do
+        cp "$BUILD/$t" "$MAKE_PREBUILT/bin/"
+    done
+    # Libraries the CUDA image may lack or hold in another version.
+    for lib in libcudart.so.13 liburing.so.2 libcmocka.so.0; do
+        path=$(ldd "$MAKE_PREBUILT/bin/test_engine" "$MAKE_PREBUILT/bin/bench_engine" |
+            awk -v l="$lib" '$1 == l { print $3; exit }')
+        [ -n "$path" ] && cp -L "$path" "$MAKE_PREBUILT/lib/"
+    done
+    echo "gpu-bench: programs and libraries in $MAKE_PREBUILT"
+    exit 0
+fi
+
 OUT=${OUT:-$(mktemp -d /tmp/nvl-gpu-bench.XXXXXX)}
 mkdir -p "$OUT"
 LOG=$OUT/gpu-bench.log
@@ -47,20 +84,11 @@ if [ -n "$PREBUILT" ]; then
     BIN=$PREBUILT/bin
     export LD_LIBRARY_PATH=$PREBUILT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 else
-    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-        export PATH=/usr/local/cuda/bin:$PATH
-    fi
     BUILD=${BUILD_DIR:-build-gpu}
-    cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNVL_WITH_CUDA=ON \
-        >>"$LOG" 2>&1 || { echo "gpu-bench: configure failed (see $LOG)"; exit 1; }
-    cmake --build "$BUILD" -j"$(nproc)" --target test_engine_cmd test_engine bench_engine \
-        test_layer_loader test_backend_gpu_nvme test_loader_gpu test_backend_gds >>"$LOG" 2>&1 ||
-        { echo "gpu-bench: build failed (see $LOG)"; exit 1; }
+    build "$BUILD" "$LOG"
     BIN=$OUT/bin
     mkdir -p "$BIN"
-    for t in tests/device/test_engine_cmd tests/host/test_engine tests/host/test_backend_gpu_nvme \
-        tests/loader/test_loader_gpu tests/loader/test_backend_gds tools/bench/bench_engine \
-        tools/test_layer_loader/test_layer_loader; do
+    for t in "${PROGRAMS[@]}"; do
         cp "$BUILD/$t" "$BIN/"
     done
 fi
