@@ -5,7 +5,10 @@
  * the warps split each request into commands of at most the engine's command size, write the
  * SQEs, ring one SQ doorbell per batch, reap completions 32 at a time, ring one CQ head doorbell
  * per batch, and publish one completion entry per request. The kernel runs until the host sets
- * ctl.stop, then drains: it finishes every request already posted and exits.
+ * ctl.stop, then drains: it finishes every request already posted and exits. It also leaves
+ * after idle_exit_ns with nothing to do, so that device-wide synchronisations elsewhere in the
+ * process cannot wait on it forever; the host relaunches it at the next post (the CLOSING
+ * handshake in docs/memory-ordering.md makes sure no post is missed).
  *
  * Nothing in a request's path runs on the CPU: the host only writes the descriptor and bumps
  * ctl.producer, then waits on a completion word on the CPU or, through a stream memory
@@ -231,7 +234,8 @@ struct nvl_engine_params {
 };
 
 /* Launches the engine kernel on `stream` (n_queues blocks of one warp). The kernel runs until
- * ctl.stop is set and everything posted is finished, or until it fails. Returns 0 or -errno
+ * ctl.stop is set and everything posted is finished, until it has been idle for idle_exit_ns, or
+ * until it fails. Returns 0 or -errno
  * (-EINVAL for bad parameters, -EIO when the launch fails). */
 int nvl_engine_launch(const struct nvl_engine_params *p, cudaStream_t stream);
 
