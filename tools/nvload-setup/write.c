@@ -277,7 +277,8 @@ static int confirm(const struct nvl_setup_drive *d, const struct source *s, cons
     fflush(stderr);
     char line[16] = "";
     if (!fgets(line, sizeof(line), stdin) || strcmp(line, "yes\n") != 0) {
-        fprintf(stderr, "nvload-setup: not confirmed; nothing was written (--yes skips this)\n");
+        fprintf(stderr, "%snvload-setup: not confirmed; nothing was written (--yes skips this)\n",
+                strchr(line, '\n') ? "" : "\n");
         return -ECANCELED;
     }
     return 0;
