@@ -213,7 +213,7 @@ static int listen_on(const char *host, const char *port, bool *ipv6, bool *loopb
         fprintf(stderr, "nvinfer serve: cannot resolve --host %s: %s\n", host, gai_strerror(rc));
         return -1;
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         fprintf(stderr, "nvinfer serve: socket: %s\n", strerror(errno));
         freeaddrinfo(ai);

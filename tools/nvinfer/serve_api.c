@@ -7,6 +7,7 @@
  * Ollama:  https://github.com/ollama/ollama/blob/main/docs/api.md */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,22 @@ static int bad(char *err, size_t err_len, const char *fmt, ...)
     vsnprintf(err, err_len, fmt, ap);
     va_end(ap);
     return -EINVAL;
+}
+
+/* cJSON's parser records the place of the last error in a global, which concurrent connection
+ * threads would write at once; parsing is serialized (it takes microseconds, the bodies are
+ * small). Printing touches no global state. */
+static pthread_mutex_t parse_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static cJSON *parse_json(const char *body, size_t len, size_t *error_at)
+{
+    const char *end = NULL;
+    pthread_mutex_lock(&parse_mu);
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    pthread_mutex_unlock(&parse_mu);
+    if (!root && error_at)
+        *error_at = end && end >= body ? (size_t)(end - body) : 0;
+    return root;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -495,11 +512,10 @@ int serve_api_parse(struct serve_server *srv, enum serve_api api, const char *bo
 
     if (len == 0)
         return bad(err, err_len, "the request has no body; a JSON object is expected");
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    size_t error_at = 0;
+    cJSON *root = parse_json(body, len, &error_at);
     if (!root)
-        return bad(err, err_len, "the body is not valid JSON (error near byte %zu)",
-                   end && end >= body ? (size_t)(end - body) : (size_t)0);
+        return bad(err, err_len, "the body is not valid JSON (error near byte %zu)", error_at);
     int rc;
     if (!cJSON_IsObject(root))
         rc = bad(err, err_len, "the body must be a JSON object");
@@ -859,7 +875,7 @@ int serve_api_tags(struct serve_server *srv, struct serve_buf *out)
 int serve_api_show(struct serve_server *srv, const char *body, size_t len, struct serve_buf *out,
                    char *err, size_t err_len)
 {
-    cJSON *req = len ? cJSON_ParseWithLength(body, len) : NULL;
+    cJSON *req = len ? parse_json(body, len, NULL) : NULL;
     if (!cJSON_IsObject(req)) {
         cJSON_Delete(req);
         return bad(err, err_len, "the body must be a JSON object with 'model'");

@@ -68,6 +68,7 @@ struct request {
     size_t discarded; /* bytes of an oversized body thrown away */
     bool too_large;
     bool answered; /* a response is queued */
+    bool model_ok; /* GET /v1/models/ID names the served model */
     unsigned code;
     struct serve_job *job;
     uint64_t t0;
@@ -425,10 +426,10 @@ static enum MHD_Result handle(struct serve_server *srv, struct MHD_Connection *c
             ret = respond_json(srv, c, rq, MHD_HTTP_OK, &b);
         break;
     case SERVE_ROUTE_MODEL:
-        if (strcmp(rq->path + strlen("/v1/models/"), srv->info.id) != 0) {
+        if (!rq->model_ok) {
             ret = respond_error(srv, c, rq, MHD_HTTP_NOT_FOUND, "invalid_request_error",
-                                "model_not_found", "no model '%s' here (this server has '%s')",
-                                rq->path + strlen("/v1/models/"), srv->info.id);
+                                "model_not_found", "no such model (this server has '%s')",
+                                srv->info.id);
             break;
         }
         rc = serve_api_model(srv, &b);
@@ -473,7 +474,9 @@ static enum MHD_Result on_headers(struct serve_server *srv, struct MHD_Connectio
     rq->id = route_find(method, url, &wrong_method);
     rq->post = strcmp(method, "POST") == 0;
     snprintf(rq->method, sizeof(rq->method), "%s", method);
-    snprintf(rq->path, sizeof(rq->path), "%s", url);
+    snprintf(rq->path, sizeof(rq->path), "%s", url); /* for the log only: may be cut short */
+    rq->model_ok =
+        rq->id == SERVE_ROUTE_MODEL && strcmp(url + strlen("/v1/models/"), srv->info.id) == 0;
     atomic_fetch_add(&srv->metrics.requests[rq->id], 1);
 
     if (rq->id == SERVE_ROUTE_OTHER && wrong_method)
