@@ -26,6 +26,7 @@ static void act_quantize_q8(const float *x, void *dst, int64_t n)
             sum += v;
         }
         b[i].d = d;
+        b[i].s = d * (float)sum;
         b[i].sum = sum;
     }
 }

@@ -23,10 +23,11 @@
  * fp32 scale (ggml's Q8_1 rounds d and d*sum to fp16). */
 struct cpu_block_q8 {
     float d;
-    int32_t sum;
+    float s;     /* d * sum, the block's dequantized sum, for the AVX2 kernels */
+    int32_t sum; /* integer sum of qs */
     int8_t qs[32];
 };
-_Static_assert(sizeof(struct cpu_block_q8) == 40, "cpu_block_q8");
+_Static_assert(sizeof(struct cpu_block_q8) == 44, "cpu_block_q8");
 
 /* Activation formats. K-quants use struct nvl_block_q8_K (quant.h): fp32 scale, 256 quants and
  * the sums of each 16, which carry the K-quants' per-sub-block mins. */

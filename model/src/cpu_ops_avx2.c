@@ -28,6 +28,14 @@ static inline AVX2 float f16(uint16_t h)
     return _cvtsh_ss(h);
 }
 
+/* The fp16 pair at p (Q4_1/Q5_1's d and m) as floats, with one conversion. */
+static inline AVX2 __m128 f16x2(const uint16_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
+}
+
 /* 16 bytes of packed nibbles -> 32 bytes: low nibbles first (elements 0-15), then high. */
 static inline AVX2 __m256i nibbles32(const uint8_t *qs)
 {
@@ -130,9 +138,9 @@ float nvl__cpu_dot_q4_0_avx2(const void *vw, const void *vx, int64_t n)
         const float d = f16(w[i].d) * x[i].d;
         const __m256i p = dot_u8s8(nibbles32(w[i].qs), _mm256_loadu_si256((const void *)x[i].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
-        corr -= d * (float)(8 * x[i].sum);
+        corr += f16(w[i].d) * x[i].s;
     }
-    return hsum_ps(acc) + corr;
+    return hsum_ps(acc) - 8.0f * corr;
 }
 
 float nvl__cpu_dot_q4_1_avx2(const void *vw, const void *vx, int64_t n) AVX2;
@@ -143,10 +151,11 @@ float nvl__cpu_dot_q4_1_avx2(const void *vw, const void *vx, int64_t n)
     __m256 acc = _mm256_setzero_ps();
     float mins = 0.0f;
     for (int64_t i = 0; i < n / 32; i++) {
-        const float d = f16(w[i].d) * x[i].d;
+        const __m128 dm = f16x2(&w[i].d);
+        const float d = _mm_cvtss_f32(dm) * x[i].d;
         const __m256i p = dot_u8s8(nibbles32(w[i].qs), _mm256_loadu_si256((const void *)x[i].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
-        mins += f16(w[i].m) * x[i].d * (float)x[i].sum;
+        mins += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * x[i].s;
     }
     return hsum_ps(acc) + mins;
 }
@@ -164,9 +173,9 @@ float nvl__cpu_dot_q5_0_avx2(const void *vw, const void *vx, int64_t n)
         const __m256i q = _mm256_or_si256(nibbles32(w[i].qs), hi);
         const __m256i p = dot_u8s8(q, _mm256_loadu_si256((const void *)x[i].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
-        corr -= d * (float)(16 * x[i].sum);
+        corr += f16(w[i].d) * x[i].s;
     }
-    return hsum_ps(acc) + corr;
+    return hsum_ps(acc) - 16.0f * corr;
 }
 
 float nvl__cpu_dot_q5_1_avx2(const void *vw, const void *vx, int64_t n) AVX2;
@@ -177,12 +186,13 @@ float nvl__cpu_dot_q5_1_avx2(const void *vw, const void *vx, int64_t n)
     __m256 acc = _mm256_setzero_ps();
     float mins = 0.0f;
     for (int64_t i = 0; i < n / 32; i++) {
-        const float d = f16(w[i].d) * x[i].d;
+        const __m128 dm = f16x2(&w[i].d);
+        const float d = _mm_cvtss_f32(dm) * x[i].d;
         const __m256i hi = _mm256_and_si256(bits32(w[i].qh), _mm256_set1_epi8(0x10));
         const __m256i q = _mm256_or_si256(nibbles32(w[i].qs), hi);
         const __m256i p = dot_u8s8(q, _mm256_loadu_si256((const void *)x[i].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
-        mins += f16(w[i].m) * x[i].d * (float)x[i].sum;
+        mins += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * x[i].s;
     }
     return hsum_ps(acc) + mins;
 }
@@ -328,13 +338,22 @@ float nvl__cpu_dot_q6_K_avx2(const void *vw, const void *vx, int64_t n)
         (out)[3] = hsum_ps(acc3) + s3;                                                             \
     } while (0)
 
-/* One row of the offset formats (Q4_0: 8, Q5_0: 16): acc += d * (q . x), s -= d * off * sum. */
-#define DOT4_STEP_OFFSET(q, dw, xb, acc, s, off)                                                   \
+/* One row of the offset formats (Q4_0: 8, Q5_0: 16) as in the one-row kernels: acc += d * (q . x),
+ * s += dw * x.s; the offset times s is subtracted at the end. */
+#define DOT4_STEP_OFFSET(q, dw, xb, acc, sacc)                                                     \
     do {                                                                                           \
         const float d_ = (dw) * (xb).d;                                                            \
         const __m256i p_ = dot_u8s8((q), _mm256_loadu_si256((const void *)(xb).qs));               \
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d_), _mm256_cvtepi32_ps(p_), acc);                    \
-        s -= d_ * (float)((off) * (xb).sum);                                                       \
+        sacc += (dw) * (xb).s;                                                                     \
+    } while (0)
+
+#define DOT4_OUT_OFFSET(out, off)                                                                  \
+    do {                                                                                           \
+        (out)[0] = hsum_ps(acc0) - (off)*s0;                                                       \
+        (out)[1] = hsum_ps(acc1) - (off)*s1;                                                       \
+        (out)[2] = hsum_ps(acc2) - (off)*s2;                                                       \
+        (out)[3] = hsum_ps(acc3) - (off)*s3;                                                       \
     } while (0)
 
 void nvl__cpu_dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n,
@@ -346,12 +365,12 @@ void nvl__cpu_dot4_q4_0_avx2(const void *vw, const void *vx, size_t stride, int6
     for (int64_t i = 0; i < n / 32; i++) {
         const float dw = f16(w[i].d);
         const __m256i q = nibbles32(w[i].qs);
-        DOT4_STEP_OFFSET(q, dw, x0[i], acc0, s0, 8);
-        DOT4_STEP_OFFSET(q, dw, x1[i], acc1, s1, 8);
-        DOT4_STEP_OFFSET(q, dw, x2[i], acc2, s2, 8);
-        DOT4_STEP_OFFSET(q, dw, x3[i], acc3, s3, 8);
+        DOT4_STEP_OFFSET(q, dw, x0[i], acc0, s0);
+        DOT4_STEP_OFFSET(q, dw, x1[i], acc1, s1);
+        DOT4_STEP_OFFSET(q, dw, x2[i], acc2, s2);
+        DOT4_STEP_OFFSET(q, dw, x3[i], acc3, s3);
     }
-    DOT4_OUT(out);
+    DOT4_OUT_OFFSET(out, 8.0f);
 }
 
 void nvl__cpu_dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int64_t n,
@@ -364,21 +383,21 @@ void nvl__cpu_dot4_q5_0_avx2(const void *vw, const void *vx, size_t stride, int6
         const float dw = f16(w[i].d);
         const __m256i hi = _mm256_and_si256(bits32(w[i].qh), _mm256_set1_epi8(0x10));
         const __m256i q = _mm256_or_si256(nibbles32(w[i].qs), hi);
-        DOT4_STEP_OFFSET(q, dw, x0[i], acc0, s0, 16);
-        DOT4_STEP_OFFSET(q, dw, x1[i], acc1, s1, 16);
-        DOT4_STEP_OFFSET(q, dw, x2[i], acc2, s2, 16);
-        DOT4_STEP_OFFSET(q, dw, x3[i], acc3, s3, 16);
+        DOT4_STEP_OFFSET(q, dw, x0[i], acc0, s0);
+        DOT4_STEP_OFFSET(q, dw, x1[i], acc1, s1);
+        DOT4_STEP_OFFSET(q, dw, x2[i], acc2, s2);
+        DOT4_STEP_OFFSET(q, dw, x3[i], acc3, s3);
     }
-    DOT4_OUT(out);
+    DOT4_OUT_OFFSET(out, 16.0f);
 }
 
-/* One row of Q4_1: acc += d * (q . x), s += m * dx * sum. */
-#define DOT4_STEP_MIN(q, dw, mw, xb, acc, s)                                                       \
+/* One row of Q4_1: acc += d * (q . x), s += m * x.s. */
+#define DOT4_STEP_MIN(q, dw, mw, xb, acc, sacc)                                                    \
     do {                                                                                           \
         const float d_ = (dw) * (xb).d;                                                            \
         const __m256i p_ = dot_u8s8((q), _mm256_loadu_si256((const void *)(xb).qs));               \
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d_), _mm256_cvtepi32_ps(p_), acc);                    \
-        s += (mw) * (xb).d * (float)(xb).sum;                                                      \
+        sacc += (mw) * (xb).s;                                                                     \
     } while (0)
 
 void nvl__cpu_dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int64_t n,
@@ -388,7 +407,8 @@ void nvl__cpu_dot4_q4_1_avx2(const void *vw, const void *vx, size_t stride, int6
     const struct nvl_block_q4_1 *w = vw;
     DOT4_ROWS(vx, stride);
     for (int64_t i = 0; i < n / 32; i++) {
-        const float dw = f16(w[i].d), mw = f16(w[i].m);
+        const __m128 dm = f16x2(&w[i].d);
+        const float dw = _mm_cvtss_f32(dm), mw = _mm_cvtss_f32(_mm_movehdup_ps(dm));
         const __m256i q = nibbles32(w[i].qs);
         DOT4_STEP_MIN(q, dw, mw, x0[i], acc0, s0);
         DOT4_STEP_MIN(q, dw, mw, x1[i], acc1, s1);

@@ -106,6 +106,7 @@ static void act_dequantize(enum cpu_act act, const void *xa, float *x)
                 sum += b[i].qs[j];
             }
             assert_int_equal(sum, b[i].sum);
+            assert_true(b[i].s == b[i].d * (float)sum);
         }
     } else if (act == CPU_ACT_Q8K) {
         const struct nvl_block_q8_K *b = xa;
