@@ -13,6 +13,7 @@
  * refuses. See docs/disk-layout.md. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -284,45 +285,156 @@ static int confirm(const struct nvl_setup_drive *d, const struct source *s, cons
     return 0;
 }
 
-/* Writes [0, len) of the GGUF at NVL_DISK_GGUF_OFFSET, CRCs into crc[]. */
-static int write_gguf(struct nvl_setup_drive *d, struct nvl_dma *buf, const struct source *s,
+/* ---- the two-buffer pipeline ------------------------------------------------------------- */
+
+/* Two DMA buffers pass between the drive (the main thread's synchronous driver calls) and a
+ * helper thread doing the CPU's part (copy and CRC when writing, CRC when reading back), so the
+ * CPU works on one piece while the drive moves the other. Piece k uses buffer k % 2; the
+ * producer may start piece k once the consumer has finished piece k - 2. */
+struct pipe {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint64_t produced; /* pieces [0, produced) are ready for the consumer */
+    uint64_t consumed; /* pieces [0, consumed) are done with */
+    bool abort;        /* either side failed: the other stops waiting */
+    /* The job. */
+    struct nvl_setup_drive *d;
+    struct nvl_dma *buf[2];
+    const struct source *src; /* writing: where the bytes come from */
+    uint64_t len;             /* GGUF bytes */
+    uint64_t n_pieces;
+    const struct nvl_disk_extent *ext;
+    uint32_t n_ext;
+    uint32_t *crc; /* per extent, fed in order */
+};
+
+static uint64_t piece_len(const struct pipe *p, uint64_t k)
+{
+    const uint64_t off = k * WRITE_CHUNK;
+    return p->len - off < WRITE_CHUNK ? p->len - off : WRITE_CHUNK;
+}
+
+/* Waits until piece k may be produced (its buffer is free); false when aborted. */
+static bool pipe_wait_free(struct pipe *p, uint64_t k)
+{
+    pthread_mutex_lock(&p->lock);
+    while (!p->abort && k >= p->consumed + 2)
+        pthread_cond_wait(&p->cond, &p->lock);
+    const bool ok = !p->abort;
+    pthread_mutex_unlock(&p->lock);
+    return ok;
+}
+
+/* Waits until piece k has been produced; false when aborted. */
+static bool pipe_wait_ready(struct pipe *p, uint64_t k)
+{
+    pthread_mutex_lock(&p->lock);
+    while (!p->abort && k >= p->produced)
+        pthread_cond_wait(&p->cond, &p->lock);
+    const bool ok = !p->abort;
+    pthread_mutex_unlock(&p->lock);
+    return ok;
+}
+
+static void pipe_set(struct pipe *p, uint64_t *counter, uint64_t value, bool abort)
+{
+    pthread_mutex_lock(&p->lock);
+    if (counter)
+        *counter = value;
+    p->abort |= abort;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Writing, helper thread: copies each piece into its buffer, zero-pads it to whole blocks and
+ * feeds the CRCs. */
+static void *fill_thread(void *arg)
+{
+    struct pipe *p = arg;
+    for (uint64_t k = 0; k < p->n_pieces; k++) {
+        if (!pipe_wait_free(p, k))
+            break;
+        const uint64_t off = k * WRITE_CHUNK, len = piece_len(p, k);
+        uint8_t *dst = p->buf[k % 2]->vaddr;
+        memcpy(dst, p->src->bytes + off, len);
+        memset(dst + len, 0, round_up(len, p->d->lba_size) - len);
+        crc_feed(p->ext, p->n_ext, p->crc, p->src->bytes + off, off, len);
+        pipe_set(p, &p->produced, k + 1, false);
+    }
+    return NULL;
+}
+
+/* Reading back, helper thread: feeds each piece that arrived into the CRCs. */
+static void *check_thread(void *arg)
+{
+    struct pipe *p = arg;
+    for (uint64_t k = 0; k < p->n_pieces; k++) {
+        if (!pipe_wait_ready(p, k))
+            break;
+        crc_feed(p->ext, p->n_ext, p->crc, p->buf[k % 2]->vaddr, k * WRITE_CHUNK, piece_len(p, k));
+        pipe_set(p, &p->consumed, k + 1, false);
+    }
+    return NULL;
+}
+
+/* Moves the GGUF to (write) or from (read back) the drive through the pipeline; the helper
+ * computes crc[] on the way. */
+static int pipe_run(struct pipe *p, bool write, struct progress *pg)
+{
+    pthread_t helper;
+    int rc = 0;
+
+    p->n_pieces = (p->len + WRITE_CHUNK - 1) / WRITE_CHUNK;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    if ((rc = -pthread_create(&helper, NULL, write ? fill_thread : check_thread, p))) {
+        fprintf(stderr, "nvload-setup: error: cannot start a thread: %s\n", strerror(-rc));
+        goto err_destroy;
+    }
+    progress_start(pg, write ? "writing" : "verifying", p->len);
+    for (uint64_t k = 0; k < p->n_pieces && !rc; k++) {
+        const uint64_t off = k * WRITE_CHUNK, len = piece_len(p, k);
+        if (!(write ? pipe_wait_ready(p, k) : pipe_wait_free(p, k)))
+            break;
+        rc = drive_io(p->d, write, NVL_DISK_GGUF_OFFSET + off, round_up(len, p->d->lba_size),
+                      p->buf[k % 2], write ? "the model" : "the model back");
+        pipe_set(p, write ? &p->consumed : &p->produced, k + 1, rc != 0);
+        if (!rc)
+            progress_show(pg, off + len);
+    }
+    pthread_join(helper, NULL);
+err_destroy:
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    return rc;
+}
+
+/* Writes the GGUF at NVL_DISK_GGUF_OFFSET; the extents' CRCs of the source go to crc[]. */
+static int write_gguf(struct nvl_setup_drive *d, struct nvl_dma **buf, const struct source *s,
                       const struct nvl_disk_extent *ext, uint32_t n, uint32_t *crc,
                       struct progress *pg)
 {
-    progress_start(pg, "writing", s->len);
-    for (uint64_t off = 0; off < s->len; off += WRITE_CHUNK) {
-        const uint64_t len = s->len - off < WRITE_CHUNK ? s->len - off : WRITE_CHUNK;
-        const uint64_t dev_len = round_up(len, d->lba_size);
-        memcpy(buf->vaddr, s->bytes + off, len);
-        memset((uint8_t *)buf->vaddr + len, 0, dev_len - len);
-        crc_feed(ext, n, crc, s->bytes + off, off, len);
-        int rc = drive_io(d, true, NVL_DISK_GGUF_OFFSET + off, dev_len, buf, "the model");
-        if (rc)
-            return rc;
-        progress_show(pg, off + len);
-    }
-    return 0;
+    struct pipe p = {.d = d,
+                     .buf = {buf[0], buf[1]},
+                     .src = s,
+                     .len = s->len,
+                     .ext = ext,
+                     .n_ext = n,
+                     .crc = crc};
+    return pipe_run(&p, true, pg);
 }
 
 /* Reads the GGUF back and compares every extent's CRC with want[]. */
-static int verify_gguf(struct nvl_setup_drive *d, struct nvl_dma *buf, uint64_t gguf_len,
+static int verify_gguf(struct nvl_setup_drive *d, struct nvl_dma **buf, uint64_t gguf_len,
                        const struct nvl_disk_extent *ext, uint32_t n, const uint32_t *want,
                        struct progress *pg)
 {
     uint32_t *got = calloc(n, sizeof(*got));
     if (!got)
         return -ENOMEM;
-    int rc = 0;
-    progress_start(pg, "verifying", gguf_len);
-    for (uint64_t off = 0; off < gguf_len && !rc; off += WRITE_CHUNK) {
-        const uint64_t len = gguf_len - off < WRITE_CHUNK ? gguf_len - off : WRITE_CHUNK;
-        rc = drive_io(d, false, NVL_DISK_GGUF_OFFSET + off, round_up(len, d->lba_size), buf,
-                      "the model back");
-        if (!rc) {
-            crc_feed(ext, n, got, buf->vaddr, off, len);
-            progress_show(pg, off + len);
-        }
-    }
+    struct pipe p = {
+        .d = d, .buf = {buf[0], buf[1]}, .len = gguf_len, .ext = ext, .n_ext = n, .crc = got};
+    int rc = pipe_run(&p, false, pg);
     for (uint32_t i = 0; i < n && !rc; i++) {
         if (got[i] != want[i]) {
             char name[32];
@@ -364,7 +476,7 @@ static int write_image(const struct write_args *a)
 {
     struct source src;
     struct nvl_setup_drive d;
-    struct nvl_dma *buf = NULL;
+    struct nvl_dma *buf[2] = {NULL, NULL};
     struct nvl_disk_extent *ext = NULL;
     uint32_t *crc = NULL;
     struct nvl_disk_header h;
@@ -413,12 +525,14 @@ static int write_image(const struct write_args *a)
         rc = -ENOTSUP;
         goto err_close_drive;
     }
-    if ((rc = nvl_dma_create(d.transport, WRITE_CHUNK, NVL_DMA_TRY_HUGE, &buf))) {
-        fprintf(stderr, "nvload-setup: error: cannot allocate %u bytes of DMA memory: %s\n",
-                WRITE_CHUNK, nvl_strerror(rc));
-        goto err_close_drive;
+    for (int i = 0; i < 2; i++) {
+        if ((rc = nvl_dma_create(d.transport, WRITE_CHUNK, NVL_DMA_TRY_HUGE, &buf[i]))) {
+            fprintf(stderr, "nvload-setup: error: cannot allocate %u bytes of DMA memory: %s\n",
+                    WRITE_CHUNK, nvl_strerror(rc));
+            goto err_free_dma;
+        }
     }
-    if ((rc = check_drive_contents(&d, buf, a->force)))
+    if ((rc = check_drive_contents(&d, buf[0], a->force)))
         goto err_free_dma;
     if (!a->yes && (rc = confirm(&d, &src, name)))
         goto err_free_dma;
@@ -428,7 +542,7 @@ static int write_image(const struct write_args *a)
     snprintf(writer, sizeof(writer), "nvload-setup %s", NVL_VERSION);
     nvl_disk_header_init(&h, src.g, src.len, d.lba_size, ext, (uint32_t)n, name, writer);
     h.created_unix = (uint64_t)time(NULL);
-    if ((rc = write_header(&d, buf, &h, ext)) ||
+    if ((rc = write_header(&d, buf[0], &h, ext)) ||
         (rc = write_gguf(&d, buf, &src, ext, (uint32_t)n, crc, &pw)) || (rc = drive_flush(&d)))
         goto err_free_dma;
     const double write_gbps = progress_gbps(&pw);
@@ -438,8 +552,8 @@ static int write_image(const struct write_args *a)
     for (int i = 0; i < n; i++)
         ext[i].crc32c = crc[i];
     h.flags |= NVL_DISK_FLAG_COMPLETE;
-    if ((rc = write_header(&d, buf, &h, ext)) || (rc = drive_flush(&d)) ||
-        (rc = verify_header(&d, buf)))
+    if ((rc = write_header(&d, buf[0], &h, ext)) || (rc = drive_flush(&d)) ||
+        (rc = verify_header(&d, buf[0])))
         goto err_free_dma;
 
     printf("%s: wrote '%s' (%.1f MB, %u layers, %d extents, CRC32C verified): write %.2f GB/s, "
@@ -447,7 +561,8 @@ static int write_image(const struct write_args *a)
            d.name, name, src.len / 1e6, h.n_layers, n, write_gbps, verify_gbps, now_s() - t0);
 
 err_free_dma:
-    nvl_dma_destroy(buf);
+    nvl_dma_destroy(buf[1]);
+    nvl_dma_destroy(buf[0]);
 err_close_drive:
     nvl_setup_drive_close(&d);
 err_free_crc:
