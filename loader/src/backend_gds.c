@@ -2,10 +2,22 @@
  * so nvload builds and runs where libcufile is absent and says so).
  *
  * cuFile moves file bytes straight into GPU memory when the nvidia-fs kernel module is loaded
- * and the filesystem and GPU support it. Without nvidia-fs, and with "allow_compat_mode" on (the
- * default), it silently falls back to POSIX reads through a host bounce buffer; this backend
- * detects that case and says "compatibility mode" in the selection reason, and auto-selection
- * ranks such a gds below the plain file backend.
+ * and the filesystem and GPU support it. Without nvidia-fs it can only run in compatibility mode:
+ * POSIX reads into a host bounce buffer, then a copy to the GPU. This backend detects that case,
+ * says "compatibility mode" in the selection reason, and auto-selection ranks such a gds below the
+ * plain file backend (which does the same POSIX reads without cuFile).
+ *
+ * Configuration. cuFile reads its settings once, from the JSON file named by CUFILE_ENV_PATH_JSON
+ * or /etc/cufile.json. When neither exists (libcufile from the nvidia-cufile wheel, as on the
+ * accelerator machine) its built-in defaults apply, and those still check every registered file
+ * the GDS way: cuFileHandleRegister looks the file system's volume up in the udev database
+ * (/run/udev), and where that is missing (containers, microVMs) it fails with
+ * CU_FILE_HANDLE_NOT_REGISTERED (5027) even in compatibility mode. So when neither the
+ * environment nor /etc names a configuration, this backend writes a private one before the
+ * library is loaded: allow_compat_mode, and without nvidia-fs also vanilla_posix_io_mode, cuFile's
+ * plain-POSIX mode that skips those file checks (libcufile 1.20 has it; 1.15 does not, and there a
+ * failed registration is explained in the error). Its log goes to the same private directory, and
+ * the last errors cuFile logged are quoted when a call fails.
  *
  * Reads go straight into device destinations with cuFileRead (any byte offset and length:
  * cuFile handles the alignment). Host and slot destinations are read into a device bounce buffer
@@ -14,8 +26,12 @@
 #include "cuda_glue.h"
 #include "file_target.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +69,218 @@ struct cufile_api {
     ssize_t (*read)(void *fh, void *buf, size_t size, off_t file_off, off_t buf_off);
     int (*get_version)(int *version); /* optional: cuFileGetVersion (CUDA 12.2+) */
 };
+
+/* CUfileOpError: CU_FILE_SUCCESS is 0 and every error is CUFILEOP_BASE_ERR (5000) + n; cuFileRead
+ * returns them negated. Names from cufile.h (1.20); n = 21 and 32 are unassigned. */
+#define CUFILEOP_BASE_ERR 5000
+static const char *const cufile_err_names[] = {
+    [1] = "CU_FILE_DRIVER_NOT_INITIALIZED",
+    [2] = "CU_FILE_DRIVER_INVALID_PROPS",
+    [3] = "CU_FILE_DRIVER_UNSUPPORTED_LIMIT",
+    [4] = "CU_FILE_DRIVER_VERSION_MISMATCH",
+    [5] = "CU_FILE_DRIVER_VERSION_READ_ERROR",
+    [6] = "CU_FILE_DRIVER_CLOSING",
+    [7] = "CU_FILE_PLATFORM_NOT_SUPPORTED",
+    [8] = "CU_FILE_IO_NOT_SUPPORTED",
+    [9] = "CU_FILE_DEVICE_NOT_SUPPORTED",
+    [10] = "CU_FILE_NVFS_DRIVER_ERROR",
+    [11] = "CU_FILE_CUDA_DRIVER_ERROR",
+    [12] = "CU_FILE_CUDA_POINTER_INVALID",
+    [13] = "CU_FILE_CUDA_MEMORY_TYPE_INVALID",
+    [14] = "CU_FILE_CUDA_POINTER_RANGE_ERROR",
+    [15] = "CU_FILE_CUDA_CONTEXT_MISMATCH",
+    [16] = "CU_FILE_INVALID_MAPPING_SIZE",
+    [17] = "CU_FILE_INVALID_MAPPING_RANGE",
+    [18] = "CU_FILE_INVALID_FILE_TYPE",
+    [19] = "CU_FILE_INVALID_FILE_OPEN_FLAG",
+    [20] = "CU_FILE_DIO_NOT_SET",
+    [22] = "CU_FILE_INVALID_VALUE",
+    [23] = "CU_FILE_MEMORY_ALREADY_REGISTERED",
+    [24] = "CU_FILE_MEMORY_NOT_REGISTERED",
+    [25] = "CU_FILE_PERMISSION_DENIED",
+    [26] = "CU_FILE_DRIVER_ALREADY_OPEN",
+    [27] = "CU_FILE_HANDLE_NOT_REGISTERED",
+    [28] = "CU_FILE_HANDLE_ALREADY_REGISTERED",
+    [29] = "CU_FILE_DEVICE_NOT_FOUND",
+    [30] = "CU_FILE_INTERNAL_ERROR",
+    [31] = "CU_FILE_GETNEWFD_FAILED",
+    [33] = "CU_FILE_NVFS_SETUP_ERROR",
+    [34] = "CU_FILE_IO_DISABLED",
+    [35] = "CU_FILE_BATCH_SUBMIT_FAILED",
+    [36] = "CU_FILE_GPU_MEMORY_PINNING_FAILED",
+    [37] = "CU_FILE_BATCH_FULL",
+    [38] = "CU_FILE_ASYNC_NOT_SUPPORTED",
+    [39] = "CU_FILE_INTERNAL_BATCH_SETUP_ERROR",
+    [40] = "CU_FILE_INTERNAL_BATCH_SUBMIT_ERROR",
+    [41] = "CU_FILE_INTERNAL_BATCH_GETSTATUS_ERROR",
+    [42] = "CU_FILE_INTERNAL_BATCH_CANCEL_ERROR",
+    [43] = "CU_FILE_NOMEM_ERROR",
+    [44] = "CU_FILE_IO_ERROR",
+    [45] = "CU_FILE_INTERNAL_BUF_REGISTER_ERROR",
+    [46] = "CU_FILE_HASH_OPR_ERROR",
+    [47] = "CU_FILE_INVALID_CONTEXT_ERROR",
+    [48] = "CU_FILE_NVFS_INTERNAL_DRIVER_ERROR",
+    [49] = "CU_FILE_BATCH_NOCOMPAT_ERROR",
+};
+
+/* "CU_FILE_<NAME> (<code>)" for a CUfileOpError, positive or negated. */
+static const char *cufile_err_str(int err, char *buf, size_t len)
+{
+    int n = (err < 0 ? -err : err) - CUFILEOP_BASE_ERR;
+    const char *name = NULL;
+
+    if (n > 0 && (size_t)n < sizeof(cufile_err_names) / sizeof(cufile_err_names[0]))
+        name = cufile_err_names[n];
+    snprintf(buf, len, "%s (%d)", name ? name : "unknown cuFile error", err < 0 ? -err : err);
+    return buf;
+}
+
+/* ---- cuFile's configuration -----------------------------------------------------------------
+ * One per process (cuFile reads it once, when the library starts), shared by every gds loader
+ * and probe: made by the first user, removed by the last. setenv() is not thread-safe against a
+ * concurrent getenv(); it runs only while creating a gds loader or probing for one. */
+static struct {
+    pthread_mutex_t lock;
+    unsigned users;
+    bool ours;          /* CUFILE_ENV_PATH_JSON names our private file */
+    bool vanilla;       /* it sets vanilla_posix_io_mode */
+    char dir[PATH_MAX]; /* private directory: cufile.json and cuFile's logs */
+    char json[PATH_MAX + 16];
+    char src[PATH_MAX + 160]; /* what applies, for reasons and errors */
+} gds_cfg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Removes the private directory and everything cuFile wrote into it. */
+static void gds_config_remove(void)
+{
+    DIR *d = opendir(gds_cfg.dir);
+    struct dirent *e;
+
+    if (d) {
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                unlinkat(dirfd(d), e->d_name, 0);
+        }
+        closedir(d);
+    }
+    rmdir(gds_cfg.dir);
+}
+
+/* Writes the private configuration. */
+static int gds_config_write(bool vanilla)
+{
+    const char *tmp = getenv("TMPDIR");
+    FILE *f;
+    int n;
+
+    n = snprintf(gds_cfg.dir, sizeof(gds_cfg.dir), "%s/nvl-cufile.XXXXXX",
+                 tmp && *tmp ? tmp : "/tmp");
+    if (n < 0 || (size_t)n + sizeof("/cufile.json") > sizeof(gds_cfg.dir))
+        return -ENAMETOOLONG;
+    if (!mkdtemp(gds_cfg.dir))
+        return -errno;
+    snprintf(gds_cfg.json, sizeof(gds_cfg.json), "%s/cufile.json", gds_cfg.dir);
+    f = fopen(gds_cfg.json, "w");
+    if (!f) {
+        int rc = -errno;
+
+        rmdir(gds_cfg.dir);
+        return rc;
+    }
+    fprintf(f,
+            "{\n"
+            "  \"logging\": { \"dir\": \"%s\", \"level\": \"ERROR\" },\n"
+            "  \"properties\": {\n"
+            "    \"allow_compat_mode\": true%s\n"
+            "  }\n"
+            "}\n",
+            gds_cfg.dir, vanilla ? ",\n    \"vanilla_posix_io_mode\": true" : "");
+    if (fclose(f)) {
+        int rc = -errno;
+
+        gds_config_remove();
+        return rc;
+    }
+    return 0;
+}
+
+/* Takes a reference on cuFile's configuration, writing the private one if nothing else names one
+ * (vanilla: nvidia-fs is absent, so ask for plain POSIX mode). src describes what applies. */
+static void gds_config_get(bool vanilla, char *src, size_t src_len)
+{
+    const char *env;
+
+    pthread_mutex_lock(&gds_cfg.lock);
+    if (gds_cfg.users++)
+        goto out;
+    gds_cfg.ours = false;
+    env = getenv("CUFILE_ENV_PATH_JSON");
+    if (env) {
+        snprintf(gds_cfg.src, sizeof(gds_cfg.src), "config CUFILE_ENV_PATH_JSON=%s", env);
+    } else if (access("/etc/cufile.json", F_OK) == 0) {
+        snprintf(gds_cfg.src, sizeof(gds_cfg.src), "config /etc/cufile.json");
+    } else if (gds_config_write(vanilla)) {
+        snprintf(gds_cfg.src, sizeof(gds_cfg.src), "cuFile's default config (no private one)");
+    } else if (setenv("CUFILE_ENV_PATH_JSON", gds_cfg.json, 1)) {
+        gds_config_remove();
+        snprintf(gds_cfg.src, sizeof(gds_cfg.src), "cuFile's default config (setenv failed)");
+    } else {
+        gds_cfg.ours = true;
+        gds_cfg.vanilla = vanilla;
+        snprintf(gds_cfg.src, sizeof(gds_cfg.src), "private config: allow_compat_mode%s",
+                 vanilla ? ", vanilla_posix_io_mode" : "");
+    }
+out:
+    snprintf(src, src_len, "%s", gds_cfg.src);
+    pthread_mutex_unlock(&gds_cfg.lock);
+}
+
+static void gds_config_put(void)
+{
+    pthread_mutex_lock(&gds_cfg.lock);
+    if (--gds_cfg.users == 0 && gds_cfg.ours) {
+        const char *env = getenv("CUFILE_ENV_PATH_JSON");
+
+        if (env && !strcmp(env, gds_cfg.json))
+            unsetenv("CUFILE_ENV_PATH_JSON");
+        gds_config_remove();
+        gds_cfg.ours = false;
+    }
+    pthread_mutex_unlock(&gds_cfg.lock);
+}
+
+/* The last ERROR line cuFile logged into the private directory, or "" (shared configurations
+ * log where they say). */
+static void gds_config_last_error(char *out, size_t len)
+{
+    char line[512], path[PATH_MAX + 256];
+    struct dirent *e;
+    DIR *d;
+
+    out[0] = '\0';
+    pthread_mutex_lock(&gds_cfg.lock);
+    d = gds_cfg.ours ? opendir(gds_cfg.dir) : NULL;
+    while (d && (e = readdir(d))) {
+        FILE *f;
+
+        if (strncmp(e->d_name, "cufile", 6) || !strstr(e->d_name, ".log"))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", gds_cfg.dir, e->d_name);
+        f = fopen(path, "r");
+        while (f && fgets(line, sizeof(line), f)) {
+            char *m = strstr(line, "ERROR");
+
+            if (!m)
+                continue;
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(out, len, "%s", m);
+        }
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    pthread_mutex_unlock(&gds_cfg.lock);
+}
 
 /* Loads libcufile and its symbols. 0, or -ENOENT / -ENOSYS with why filled in. */
 static int cufile_load(struct cufile_api *api, char *why, size_t why_len)
@@ -126,45 +354,57 @@ static bool nvidia_fs_loaded(void)
 }
 
 /* Fills why with what gds would be here. Returns 0 (true GDS), 1 (compatibility mode) or
- * -errno. On success api holds the loaded library. */
+ * -errno. From a return >= 0 on, api holds the loaded library and a reference is held on the
+ * configuration (gds_release drops both). */
 static int gds_assess(const struct nvl_loader_opts *o, struct cufile_api *api, char *why,
                       size_t why_len)
 {
     bool compat;
-    char dev[128];
+    char dev[128], cfg[PATH_MAX + 160];
     int version = 0;
 
     if (!o->path) {
         snprintf(why, why_len, "no file target (no path given)");
         return -ENODEV;
     }
-    if (cufile_load(api, why, why_len))
-        return -ENODEV;
     compat = !nvidia_fs_loaded();
-    if (compat && !cufile_compat_allowed()) {
+    /* Before the library is loaded: cuFile reads its configuration when it starts. */
+    gds_config_get(compat, cfg, sizeof(cfg));
+    if (cufile_load(api, why, why_len))
+        goto err_put;
+    if (compat && !gds_cfg.ours && !cufile_compat_allowed()) {
         snprintf(why, why_len,
-                 "unavailable: nvidia-fs not loaded and allow_compat_mode is false in the "
-                 "cuFile configuration");
-        cufile_unload(api);
-        return -ENODEV;
+                 "unavailable: nvidia-fs not loaded and allow_compat_mode is false in the %s", cfg);
+        goto err_unload;
     }
     if (nvl__cuda_device_probe(o->cuda_device, dev, sizeof(dev))) {
         snprintf(why, why_len, "%s present, but %s", api->soname, dev);
-        cufile_unload(api);
-        return -ENODEV;
+        goto err_unload;
     }
     if (api->get_version)
         api->get_version(&version);
     if (!compat) {
-        snprintf(why, why_len, "%s (version %d), nvidia-fs loaded, %s on %s: GPUDirect reads",
-                 api->soname, version, o->path, dev);
+        snprintf(why, why_len, "%s %d, nvidia-fs loaded: GPUDirect reads, %s, %s on %s",
+                 api->soname, version, cfg, o->path, dev);
         return 0;
     }
     snprintf(why, why_len,
-             "%s (version %d) in compatibility mode: nvidia-fs not loaded, so cuFile reads "
-             "through a host bounce buffer (POSIX), %s on %s",
-             api->soname, version, o->path, dev);
+             "%s %d in compatibility mode (no nvidia-fs: POSIX reads via a host bounce buffer), "
+             "%s, %s on %s",
+             api->soname, version, cfg, o->path, dev);
     return 1;
+
+err_unload:
+    cufile_unload(api);
+err_put:
+    gds_config_put();
+    return -ENODEV;
+}
+
+static void gds_release(struct cufile_api *api)
+{
+    cufile_unload(api);
+    gds_config_put();
 }
 
 static int gds_probe(const struct nvl_loader_opts *o, char *why, size_t why_len)
@@ -173,7 +413,7 @@ static int gds_probe(const struct nvl_loader_opts *o, char *why, size_t why_len)
     int rc = gds_assess(o, &api, why, why_len);
 
     if (rc >= 0)
-        cufile_unload(&api);
+        gds_release(&api);
     return rc;
 }
 
@@ -203,6 +443,8 @@ struct gds_thread {
 struct gds {
     struct nvl_loader *loader;
     struct cufile_api api;
+    bool assessed; /* api loaded and a configuration reference held */
+    bool compat;
     bool driver_open;
     int fd;
     bool direct;
@@ -266,10 +508,25 @@ static int gds_run(struct gds *g, uint32_t t, const struct gds_job *j)
         dst_off = 0;
     }
     n = g->api.read(g->fh, base, len, file_off, (off_t)dst_off);
-    if (n < 0)
-        return n == -1 ? -EIO : (int)n;
-    if ((uint64_t)n != len)
+    if (n < 0) {
+        /* -1 with errno set (a failed POSIX call), or a negated CUfileOpError. */
+        int err = n == -1 ? errno : 0;
+        char name[64];
+
+        if (err)
+            nvl_log_error(NVL_LOADER_WHO, "gds: cuFileRead(%" PRIu64 " bytes at %lld) failed: %s",
+                          len, (long long)file_off, strerror(err));
+        else
+            nvl_log_error(NVL_LOADER_WHO, "gds: cuFileRead(%" PRIu64 " bytes at %lld) failed: %s",
+                          len, (long long)file_off, cufile_err_str((int)n, name, sizeof(name)));
+        return err ? -err : -EIO;
+    }
+    if ((uint64_t)n != len) {
+        nvl_log_error(NVL_LOADER_WHO,
+                      "gds: cuFileRead(%" PRIu64 " bytes at %lld) read %zd bytes (file too short?)",
+                      len, (long long)file_off, n);
         return -EIO;
+    }
     if (r->dst.kind == NVL_DST_DEVICE)
         return 0;
     {
@@ -341,10 +598,47 @@ static void gds_free(struct gds *g)
         close(g->fd);
     if (g->driver_open)
         g->api.driver_close();
-    cufile_unload(&g->api);
+    if (g->assessed)
+        gds_release(&g->api);
     pthread_cond_destroy(&g->cond);
     pthread_mutex_destroy(&g->lock);
     free(g);
+}
+
+/* Says why cuFileHandleRegister refused the file and what to do about it. */
+static void gds_register_failed(struct gds *g, struct cufile_error e)
+{
+    const char *path = g->loader->opts.path;
+    char name[64], last[256], hint[512];
+    int version = 0;
+
+    gds_config_last_error(last, sizeof(last));
+    if (g->api.get_version)
+        g->api.get_version(&version);
+    hint[0] = '\0';
+    if (g->compat && e.err == CUFILEOP_BASE_ERR + 27) {
+        /* CU_FILE_HANDLE_NOT_REGISTERED from the register call itself: cuFile could not build
+         * its file object, which it does from the volume's udev attributes even when every read
+         * will be a POSIX one. */
+        snprintf(hint, sizeof(hint),
+                 "; cuFile (version %d) could not describe the file's volume: it reads the udev "
+                 "database%s even in compatibility mode%s. Remedies: make /run/udev available "
+                 "(containers: --volume /run/udev:/run/udev:ro), use a libcufile that honours "
+                 "properties.vanilla_posix_io_mode (1.20 does, 1.15 does not), or use the file "
+                 "backend, which makes the same POSIX reads without cuFile",
+                 version, access("/run/udev/data", F_OK) ? " (/run/udev/data, missing here)" : "",
+                 gds_cfg.ours && gds_cfg.vanilla
+                     ? ", and this libcufile ignored vanilla_posix_io_mode"
+                     : "");
+    }
+    nvl_log_error(NVL_LOADER_WHO,
+                  "gds: cuFileHandleRegister(%s) failed: %s, CUDA driver error %d (%s, %s, fd "
+                  "opened %s)%s%s%s%s",
+                  path, cufile_err_str(e.err, name, sizeof(name)), e.cu_err,
+                  g->compat ? "compatibility mode" : "nvidia-fs loaded",
+                  gds_cfg.ours ? gds_cfg.json : gds_cfg.src,
+                  g->direct ? "O_DIRECT" : "without O_DIRECT (the file system refused it)", hint,
+                  last[0] ? "; cuFile logged \"" : "", last, last[0] ? "\"" : "");
 }
 
 static int gds_create(struct nvl_loader *l)
@@ -353,7 +647,7 @@ static int gds_create(struct nvl_loader *l)
     struct cufile_descr d;
     struct cufile_error e;
     uint32_t offset_align, mem_align;
-    char why[512];
+    char why[1024], name[64];
     struct stat st;
     int rc;
 
@@ -368,18 +662,30 @@ static int gds_create(struct nvl_loader *l)
         nvl_log_error(NVL_LOADER_WHO, "gds: %s", why);
         goto err_free;
     }
+    g->assessed = true;
+    g->compat = rc == 1;
     e = g->api.driver_open();
     if (e.err) {
-        nvl_log_error(NVL_LOADER_WHO, "gds: cuFileDriverOpen failed (error %d, CUDA %d)", e.err,
-                      e.cu_err);
+        char last[256];
+
+        gds_config_last_error(last, sizeof(last));
+        nvl_log_error(NVL_LOADER_WHO,
+                      "gds: cuFileDriverOpen failed: %s, CUDA driver error %d (%s)%s%s%s",
+                      cufile_err_str(e.err, name, sizeof(name)), e.cu_err,
+                      gds_cfg.ours ? gds_cfg.json : gds_cfg.src,
+                      last[0] ? "; cuFile logged \"" : "", last, last[0] ? "\"" : "");
         rc = -EIO;
         goto err_free;
     }
     g->driver_open = true;
     rc = nvl__file_open(l->opts.path, &g->fd, &g->direct);
-    if (rc)
+    if (rc) {
+        nvl_log_error(NVL_LOADER_WHO, "gds: cannot open %s: %s", l->opts.path, strerror(-rc));
         goto err_free;
+    }
     if (fstat(g->fd, &st) || nvl__file_size(g->fd, &st, &l->capacity)) {
+        nvl_log_error(NVL_LOADER_WHO, "gds: %s is neither a regular file nor a block device",
+                      l->opts.path);
         rc = -EINVAL;
         goto err_free;
     }
@@ -390,9 +696,8 @@ static int gds_create(struct nvl_loader *l)
     d.handle.fd = g->fd;
     e = g->api.handle_register(&g->fh, &d);
     if (e.err) {
-        nvl_log_error(NVL_LOADER_WHO, "gds: cuFileHandleRegister(%s) failed (error %d)",
-                      l->opts.path, e.err);
         g->fh = NULL;
+        gds_register_failed(g, e);
         rc = -EIO;
         goto err_free;
     }

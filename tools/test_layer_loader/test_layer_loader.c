@@ -40,6 +40,8 @@
 #define EXIT_SKIP      77
 #define EXIT_USAGE     2
 #define TEST3_INFLIGHT 8u
+/* Test 3's largest read: 4 extents of up to 1.5 MiB, each with a block of slack at both ends. */
+#define TEST3_ROOM (4 * (1536 * 1024 + 2 * 4096))
 
 enum target_kind {
     TARGET_BDF,
@@ -463,6 +465,7 @@ struct dst_buf {
     void *device;   /* DEVICE */
     uint8_t *alloc; /* HOST allocation */
     uint64_t bytes;
+    uint64_t room; /* bytes allocated (HOST, DEVICE), so dst_reuse can keep them */
     uint32_t slot;
 };
 
@@ -492,6 +495,7 @@ static int dst_init(struct ctx *x, struct dst_buf *d, enum nvl_dst_kind kind, ui
         d->alloc = malloc(bytes + 64);
         if (!d->alloc)
             return -ENOMEM;
+        d->room = bytes;
         d->host = d->alloc + misalign % 64;
         return 0;
     case NVL_DST_SLOT:
@@ -504,6 +508,7 @@ static int dst_init(struct ctx *x, struct dst_buf *d, enum nvl_dst_kind kind, ui
             free(d->alloc);
             return -ENOMEM;
         }
+        d->room = bytes;
         d->host = d->alloc;
         return 0;
 #else
@@ -544,6 +549,29 @@ static void dst_fini(struct dst_buf *d)
         cudaFree(d->device);
 #endif
     free(d->alloc);
+    memset(d, 0, sizeof(*d));
+}
+
+/* Points d at `bytes` of destination, keeping its allocation when it is large enough (room is at
+ * least `room`): cudaMalloc/cudaFree per read would dominate test 3, and cudaFree synchronises
+ * the device, so it would also wait for the engine's idle exit each time. */
+static int dst_reuse(struct ctx *x, struct dst_buf *d, enum nvl_dst_kind kind, uint64_t bytes,
+                     uint64_t room, uint32_t slot, uint32_t misalign)
+{
+    if (kind == NVL_DST_SLOT || d->kind != kind || d->room < bytes) {
+        int rc;
+
+        dst_fini(d);
+        rc = dst_init(x, d, kind, kind == NVL_DST_SLOT || room < bytes ? bytes : room, slot,
+                      misalign);
+        d->bytes = bytes;
+        return rc;
+    }
+    d->bytes = bytes;
+    d->slot = slot;
+    if (kind == NVL_DST_HOST)
+        d->host = d->alloc + misalign % 64;
+    return 0;
 }
 
 /* ---- checking -------------------------------------------------------------------------------*/
@@ -649,7 +677,6 @@ static int flight_finish(struct ctx *x, struct flight *f, uint64_t *commands)
     for (uint32_t i = 0; !rc && i < f->n; i++)
         rc = check_extent(x, &f->e[i], f->d.host + f->off[i], "test 3");
 out:
-    dst_fini(&f->d);
     return rc;
 }
 
@@ -690,14 +717,13 @@ static int test_wrap(struct ctx *x)
         }
         if (kind == NVL_DST_SLOT && total > slot_room)
             f->n = 1;
-        rc = dst_init(x, &f->d, kind, total, (uint32_t)(i % inflight),
-                      (uint32_t)(rng_next(&x->rng) % 64));
+        rc = dst_reuse(x, &f->d, kind, total, TEST3_ROOM, (uint32_t)(i % inflight),
+                       (uint32_t)(rng_next(&x->rng) % 64));
         if (rc)
             break;
         rc = nvl_loader_read_async(x->l, f->e, f->n, dst_of(&f->d), &f->r);
         if (rc) {
             fprintf(stderr, "test 3: submit failed: %s\n", nvl_strerror(rc));
-            dst_fini(&f->d);
             f->r = NULL;
             break;
         }
@@ -714,6 +740,7 @@ static int test_wrap(struct ctx *x)
             if (!rc)
                 rc = r2;
         }
+        dst_fini(&fl[i].d);
     }
     clock_gettime(CLOCK_MONOTONIC, &ts);
     t1 = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
