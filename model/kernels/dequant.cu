@@ -1,0 +1,104 @@
+/* Dequantization of weight rows to fp16 or fp32 (the GEMM path's tiles) and the embedding lookup
+ * (dequantized rows picked by token id). One thread per 32-element chunk, with the CPU's
+ * expressions (qblock.cuh k_dequant32). */
+#include <errno.h>
+
+#include <cuda_fp16.h>
+
+#include "kcommon.cuh"
+#include "qblock.cuh"
+
+template <typename O> static __device__ __forceinline__ void dq_store(O *dst, const float *v);
+
+template <> __device__ __forceinline__ void dq_store<float>(float *dst, const float *v)
+{
+    float4 *d = (float4 *)dst;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        d[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+}
+
+template <> __device__ __forceinline__ void dq_store<__half>(__half *dst, const float *v)
+{
+    uint4 *d = (uint4 *)dst;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t p[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const __half2 h = __floats2half2_rn(v[8 * i + 2 * j], v[8 * i + 2 * j + 1]);
+            p[j] = *(const uint32_t *)&h;
+        }
+        d[i] = make_uint4(p[0], p[1], p[2], p[3]);
+    }
+}
+
+/* Rows come from src + row_bytes * (ids ? ids[r] : r); output row r at dst + r * k. */
+template <int T, typename O>
+static __global__ void k_dequant(const uint8_t *__restrict__ src, uint64_t row_bytes, int64_t rows,
+                                 int64_t k, const int32_t *__restrict__ ids, O *__restrict__ dst)
+{
+    const int64_t chunks = k / 32;
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * chunks)
+        return;
+    const int64_t r = i / chunks, c = i % chunks;
+    const int64_t sr = ids ? ids[r] : r;
+    int64_t off;
+    int sub;
+    k_chunk_pos<T>(c, &off, &sub);
+    float v[32];
+    k_dequant32<T>(src + (uint64_t)sr * row_bytes + off, sub, v);
+    dq_store<O>(dst + r * k + c * 32, v);
+}
+
+template <typename O>
+static int dq_launch(enum nvl_ggml_type type, const void *src, uint64_t row_bytes, int64_t rows,
+                     int64_t k, const int32_t *ids, O *dst, cudaStream_t stream)
+{
+    const unsigned g = k_blocks(rows * (k / 32), K_THREADS);
+    const uint8_t *s = (const uint8_t *)src;
+#define DQ_CASE(TYPE)                                                                              \
+    case TYPE:                                                                                     \
+        k_dequant<TYPE, O><<<g, K_THREADS, 0, stream>>>(s, row_bytes, rows, k, ids, dst);          \
+        break
+    switch (type) {
+        DQ_CASE(NVL_GGML_TYPE_F32);
+        DQ_CASE(NVL_GGML_TYPE_F16);
+        DQ_CASE(NVL_GGML_TYPE_BF16);
+        DQ_CASE(NVL_GGML_TYPE_Q4_0);
+        DQ_CASE(NVL_GGML_TYPE_Q4_1);
+        DQ_CASE(NVL_GGML_TYPE_Q5_0);
+        DQ_CASE(NVL_GGML_TYPE_Q5_1);
+        DQ_CASE(NVL_GGML_TYPE_Q8_0);
+        DQ_CASE(NVL_GGML_TYPE_Q4_K);
+        DQ_CASE(NVL_GGML_TYPE_Q5_K);
+        DQ_CASE(NVL_GGML_TYPE_Q6_K);
+    default:
+        return -EINVAL;
+    }
+#undef DQ_CASE
+    return nvl__k_launch_check("dequant");
+}
+
+extern "C" int nvl__k_dequant(enum nvl_ggml_type type, const void *src, uint64_t row_bytes,
+                              int64_t rows, int64_t k, void *dst, bool dst_f16, cudaStream_t stream)
+{
+    /* Whole 32-element chunks, and 16-byte aligned output rows. */
+    if (!nvl__k_type_supported(type) || rows < 1 || k < 32 || k % 32 ||
+        k % nvl_ggml_block_size(type) || ((uintptr_t)dst & 15))
+        return -EINVAL;
+    if (dst_f16)
+        return dq_launch<__half>(type, src, row_bytes, rows, k, NULL, (__half *)dst, stream);
+    return dq_launch<float>(type, src, row_bytes, rows, k, NULL, (float *)dst, stream);
+}
+
+extern "C" int nvl__k_get_rows(enum nvl_ggml_type type, const void *table, uint64_t row_bytes,
+                               int64_t k, const int32_t *ids, int32_t n, float *dst,
+                               cudaStream_t stream)
+{
+    if (!nvl__k_type_supported(type) || n < 1 || k < 32 || k % 32 ||
+        k % nvl_ggml_block_size(type) || ((uintptr_t)dst & 15))
+        return -EINVAL;
+    return dq_launch<float>(type, table, row_bytes, n, k, ids, dst, stream);
+}

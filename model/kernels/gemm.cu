@@ -1,0 +1,119 @@
+/* Batched products (prompt processing) through cuBLAS: the weight is dequantized to fp16 in row
+ * chunks that fit the scratch buffer, the activations are converted to fp16 once, and each chunk
+ * is one cublasGemmEx with fp32 accumulation and fp32 output (accumulating into y for the
+ * residual products). The products run on the tensor cores. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include "kcommon.cuh"
+#include "nvl_driver/log.h"
+
+struct nvl_k_gemm {
+    cublasHandle_t handle;
+    void *w16; /* fp16 weight rows */
+    size_t w16_bytes;
+    __half *x16; /* fp16 activations */
+    size_t x16_elems;
+};
+
+/* Activation rows (x_stride bytes apart) to packed fp16 rows of k. */
+static __global__ void k_rows_to_f16(const uint8_t *__restrict__ x, size_t x_stride, int32_t n_tok,
+                                     int64_t k, __half *__restrict__ y)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)n_tok * k)
+        return;
+    const float *row = (const float *)(x + (size_t)(i / k) * x_stride);
+    y[i] = __float2half_rn(row[i % k]);
+}
+
+extern "C" size_t nvl__k_gemm_vram_bytes(size_t scratch_bytes, int64_t max_k, int32_t max_tok)
+{
+    /* cuBLAS keeps a workspace of its own, a few MiB on Hopper. */
+    return scratch_bytes + (size_t)max_k * (size_t)max_tok * sizeof(__half) + (32u << 20);
+}
+
+extern "C" int nvl__k_gemm_create(size_t scratch_bytes, struct nvl_k_gemm **out)
+{
+    *out = NULL;
+    struct nvl_k_gemm *g = (struct nvl_k_gemm *)calloc(1, sizeof(*g));
+    if (!g)
+        return -ENOMEM;
+    const cublasStatus_t st = cublasCreate(&g->handle);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        nvl_log_error("kernels", "cublasCreate: status %d", (int)st);
+        free(g);
+        return -EIO;
+    }
+    if (cudaMalloc(&g->w16, scratch_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        cublasDestroy(g->handle);
+        free(g);
+        return -ENOMEM;
+    }
+    g->w16_bytes = scratch_bytes;
+    *out = g;
+    return 0;
+}
+
+void nvl__k_gemm_destroy(struct nvl_k_gemm *g)
+{
+    if (!g)
+        return;
+    cudaFree(g->w16);
+    cudaFree(g->x16);
+    cublasDestroy(g->handle);
+    free(g);
+}
+
+extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_t stream)
+{
+    if (mm->n_tok < 1 || mm->rows < 1 || mm->k < 32 || mm->k % 32)
+        return -EINVAL;
+    const size_t xe = (size_t)mm->n_tok * (size_t)mm->k;
+    if (xe > g->x16_elems) {
+        /* Grows outside any graph capture: batches reach this path, single tokens never do. */
+        cudaFree(g->x16);
+        g->x16 = NULL;
+        g->x16_elems = 0;
+        if (cudaMalloc((void **)&g->x16, xe * sizeof(__half)) != cudaSuccess) {
+            cudaGetLastError();
+            return -ENOMEM;
+        }
+        g->x16_elems = xe;
+    }
+    const int64_t chunk = (int64_t)(g->w16_bytes / ((size_t)mm->k * sizeof(__half)));
+    if (chunk < 1)
+        return -ENOSPC;
+
+    k_rows_to_f16<<<k_blocks((int64_t)xe, K_THREADS), K_THREADS, 0, stream>>>(
+        (const uint8_t *)mm->x, mm->x_stride, mm->n_tok, mm->k, g->x16);
+    int rc = nvl__k_launch_check("gemm (activations)");
+    if (rc)
+        return rc;
+    if (cublasSetStream(g->handle, stream) != CUBLAS_STATUS_SUCCESS)
+        return -EIO;
+    const float alpha = 1.0f, beta = mm->accumulate ? 1.0f : 0.0f;
+    for (int64_t r0 = 0; r0 < mm->rows; r0 += chunk) {
+        const int64_t nr = mm->rows - r0 < chunk ? mm->rows - r0 : chunk;
+        rc = nvl__k_dequant(mm->type, (const uint8_t *)mm->w + (uint64_t)r0 * mm->row_bytes,
+                            mm->row_bytes, nr, mm->k, g->w16, true, stream);
+        if (rc)
+            return rc;
+        /* Column-major view: W chunk is k x nr (lda k), X is k x n_tok (ldb k), Y is
+         * nr x n_tok at y + r0 (ldc y_stride): Y = W^T X. */
+        const cublasStatus_t st = cublasGemmEx(
+            g->handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, mm->n_tok, (int)mm->k, &alpha, g->w16,
+            CUDA_R_16F, (int)mm->k, g->x16, CUDA_R_16F, (int)mm->k, &beta, mm->y + r0, CUDA_R_32F,
+            (int)mm->y_stride, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS) {
+            nvl_log_error("kernels", "cublasGemmEx (%lld x %d x %lld): status %d", (long long)nr,
+                          mm->n_tok, (long long)mm->k, (int)st);
+            return -EIO;
+        }
+    }
+    return 0;
+}

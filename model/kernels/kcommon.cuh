@@ -1,0 +1,79 @@
+/* Helpers shared by the kernels of model/kernels (private, CUDA C++ only). */
+#ifndef NVL_MODEL_KCOMMON_CUH
+#define NVL_MODEL_KCOMMON_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+/* Checks the launch just made: 0, or -EIO with CUDA's message logged under `what`. */
+extern "C" int nvl__k_launch_check(const char *what);
+
+/* Threads per block of the element-wise and reduction kernels. */
+#define K_THREADS 256
+
+static __device__ __forceinline__ float k_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ int k_warp_sum_int(int v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float k_warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum of one double per thread over the block (blockDim.x a multiple of 32, at most 1024),
+ * returned to every thread. The order is fixed by the thread layout, so the result is the same
+ * on every run. scratch holds 32 doubles. */
+static __device__ __forceinline__ double k_block_sum_double(double v, double *scratch)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads(); /* scratch may still be read by a previous call */
+    if (lane == 0)
+        scratch[warp] = v;
+    __syncthreads();
+    double s = 0.0;
+    for (int w = 0; w < nw; w++)
+        s += scratch[w];
+    return s;
+}
+
+/* Maximum of one float per thread over the block, returned to every thread (scratch: 32). */
+static __device__ __forceinline__ float k_block_max(float v, float *scratch)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = k_warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        scratch[warp] = v;
+    __syncthreads();
+    float m = scratch[0];
+    for (int w = 1; w < nw; w++)
+        m = fmaxf(m, scratch[w]);
+    return m;
+}
+
+static inline unsigned k_blocks(int64_t n, int per_block)
+{
+    return (unsigned)((n + per_block - 1) / per_block);
+}
+
+#endif

@@ -1,0 +1,64 @@
+/* What the kernels support, activation row sizes, and the launch check shared by the launchers. */
+#include <errno.h>
+
+#include "kcommon.cuh"
+#include "nvl_driver/log.h"
+
+extern "C" int nvl__k_launch_check(const char *what)
+{
+    const cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess)
+        return 0;
+    nvl_log_error("kernels", "%s: launch failed: %s", what, cudaGetErrorString(e));
+    return -EIO;
+}
+
+extern "C" bool nvl__k_type_supported(enum nvl_ggml_type type)
+{
+    switch (type) {
+    case NVL_GGML_TYPE_F32:
+    case NVL_GGML_TYPE_F16:
+    case NVL_GGML_TYPE_BF16:
+    case NVL_GGML_TYPE_Q4_0:
+    case NVL_GGML_TYPE_Q4_1:
+    case NVL_GGML_TYPE_Q5_0:
+    case NVL_GGML_TYPE_Q5_1:
+    case NVL_GGML_TYPE_Q8_0:
+    case NVL_GGML_TYPE_Q4_K:
+    case NVL_GGML_TYPE_Q5_K:
+    case NVL_GGML_TYPE_Q6_K:
+        return true;
+    default:
+        return false;
+    }
+}
+
+extern "C" enum nvl_k_act nvl__k_act_for(enum nvl_ggml_type type)
+{
+    switch (type) {
+    case NVL_GGML_TYPE_Q4_0:
+    case NVL_GGML_TYPE_Q4_1:
+    case NVL_GGML_TYPE_Q5_0:
+    case NVL_GGML_TYPE_Q5_1:
+    case NVL_GGML_TYPE_Q8_0:
+        return NVL_K_ACT_Q8;
+    case NVL_GGML_TYPE_Q4_K:
+    case NVL_GGML_TYPE_Q5_K:
+    case NVL_GGML_TYPE_Q6_K:
+        return NVL_K_ACT_Q8K;
+    default:
+        return NVL_K_ACT_F32;
+    }
+}
+
+extern "C" size_t nvl__k_act_row_bytes(enum nvl_k_act act, int64_t k)
+{
+    switch (act) {
+    case NVL_K_ACT_Q8:
+        return (size_t)(k / 32) * sizeof(struct nvl_k_block_q8);
+    case NVL_K_ACT_Q8K:
+        return (size_t)(k / NVL_QK_K) * sizeof(struct nvl_block_q8_K);
+    default:
+        return (size_t)k * sizeof(float);
+    }
+}

@@ -1,0 +1,671 @@
+/* The GPU kernels of model/kernels against independent references on fresh random inputs:
+ * activation quantization against the CPU's definition (bit-exact), every matrix-vector format
+ * against a double-precision product of nvl_dequantize_row() and the dequantized activations
+ * (relative error 2e-6 of the sum of |terms|: the integer sums are exact, only float rounding
+ * differs), the results bit-identical when the weights sit at another alignment, the GEMM path
+ * against the unquantized product (fp16 activations: 4e-3), dequantization, embedding lookup,
+ * RMSNorm, RoPE with the KV store, attention, SwiGLU, argmax and the sampler (against
+ * nvl_sampler_sample with the same random draw). Exits 77 without a CUDA device. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "kernels.h"
+#include "kernels_test_util.h"
+#include "nvl_model/sampler.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+#define CUDA_OK(call)                                                                              \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));     \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static void *dev_copy(const void *src, size_t n)
+{
+    void *d;
+    CUDA_OK(cudaMalloc(&d, n + 256));
+    CUDA_OK(cudaMemcpy(d, src, n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static void *dev_alloc(size_t n)
+{
+    void *d;
+    CUDA_OK(cudaMalloc(&d, n + 256));
+    /* Poisoned, so an element the kernel forgets to write shows. */
+    CUDA_OK(cudaMemset(d, 0xff, n + 256));
+    return d;
+}
+
+static void to_host(void *dst, const void *src, size_t n)
+{
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reference activation quantization: d = amax / 127, q = rint(x * (1 / d)) (the CPU's). */
+
+static void ref_quantize(enum nvl_k_act act, const float *x, int64_t k, uint8_t *out, float *deq)
+{
+    if (act == NVL_K_ACT_F32) {
+        memcpy(out, x, (size_t)k * sizeof(float));
+        memcpy(deq, x, (size_t)k * sizeof(float));
+        return;
+    }
+    const int bl = act == NVL_K_ACT_Q8 ? 32 : 256;
+    for (int64_t b = 0; b < k / bl; b++) {
+        const float *xb = x + b * bl;
+        float amax = 0.0f;
+        for (int j = 0; j < bl; j++)
+            amax = fmaxf(amax, fabsf(xb[j]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int8_t q[256];
+        int sum = 0;
+        for (int j = 0; j < bl; j++) {
+            q[j] = (int8_t)lrintf(xb[j] * id);
+            sum += q[j];
+            deq[b * bl + j] = d * (float)q[j];
+        }
+        if (act == NVL_K_ACT_Q8) {
+            struct nvl_k_block_q8 blk = {.d = d, .sum = sum};
+            memcpy(blk.qs, q, 32);
+            memcpy(out + (size_t)b * sizeof(blk), &blk, sizeof(blk));
+        } else {
+            struct nvl_block_q8_K blk = {.d = d};
+            memcpy(blk.qs, q, 256);
+            for (int g = 0; g < 16; g++) {
+                int s = 0;
+                for (int j = 0; j < 16; j++)
+                    s += q[g * 16 + j];
+                blk.bsums[g] = (int16_t)s;
+            }
+            memcpy(out + (size_t)b * sizeof(blk), &blk, sizeof(blk));
+        }
+    }
+}
+
+static void test_quantize(void)
+{
+    const int64_t k = 1024;
+    const int32_t n_tok = 3;
+    float *x = malloc((size_t)(k * n_tok) * sizeof(float));
+    ku_floats(x, k * n_tok, 3.0f);
+    x[5] = 0.0f; /* a zero block keeps d = 0 */
+    for (int j = 0; j < 32; j++)
+        x[k + j] = 0.0f;
+    float *dx = dev_copy(x, (size_t)(k * n_tok) * sizeof(float));
+    for (int a = NVL_K_ACT_Q8; a <= NVL_K_ACT_Q8K; a++) {
+        const size_t rb = nvl__k_act_row_bytes((enum nvl_k_act)a, k);
+        uint8_t *dq = dev_alloc(rb * (size_t)n_tok);
+        uint8_t *got = malloc(rb * (size_t)n_tok), *want = malloc(rb * (size_t)n_tok);
+        float *deq = malloc((size_t)k * sizeof(float));
+        CHECK(nvl__k_quantize((enum nvl_k_act)a, dx, (size_t)k, n_tok, k, dq, 0) == 0, "launch");
+        to_host(got, dq, rb * (size_t)n_tok);
+        for (int t = 0; t < n_tok; t++)
+            ref_quantize((enum nvl_k_act)a, x + t * k, k, want + (size_t)t * rb, deq);
+        CHECK(memcmp(got, want, rb * (size_t)n_tok) == 0, "quantize act %d differs from the CPU's",
+              a);
+        cudaFree(dq);
+        free(got);
+        free(want);
+        free(deq);
+    }
+    cudaFree(dx);
+    free(x);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Matrix-vector products */
+
+static const enum nvl_ggml_type mv_types[] = {
+    NVL_GGML_TYPE_F32,  NVL_GGML_TYPE_F16,  NVL_GGML_TYPE_BF16, NVL_GGML_TYPE_Q4_0,
+    NVL_GGML_TYPE_Q4_1, NVL_GGML_TYPE_Q5_0, NVL_GGML_TYPE_Q5_1, NVL_GGML_TYPE_Q8_0,
+    NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q5_K, NVL_GGML_TYPE_Q6_K,
+};
+
+static void check_matvec(enum nvl_ggml_type type, int64_t k, int64_t rows, int32_t n_tok,
+                         bool accumulate)
+{
+    const char *name = nvl_ggml_type_name(type);
+    const enum nvl_k_act act = nvl__k_act_for(type);
+    uint64_t rb;
+    uint8_t *w = ku_matrix(type, rows, k, &rb);
+    const size_t wbytes = (size_t)(rb * (uint64_t)rows);
+    float *x = malloc((size_t)(k * n_tok) * sizeof(float));
+    float *xd = malloc((size_t)(k * n_tok) * sizeof(float));
+    const size_t xrb = nvl__k_act_row_bytes(act, k);
+    uint8_t *xq = malloc(xrb * (size_t)n_tok);
+    float *wd = malloc((size_t)k * sizeof(float));
+    float *y0 = malloc((size_t)(rows * n_tok) * sizeof(float));
+    float *y = malloc((size_t)(rows * n_tok) * sizeof(float));
+    float *y2 = malloc((size_t)(rows * n_tok) * sizeof(float));
+    ku_floats(x, k * n_tok, 1.5f);
+    ku_floats(y0, rows * n_tok, 1.0f);
+    for (int t = 0; t < n_tok; t++)
+        ref_quantize(act, x + t * k, k, xq + (size_t)t * xrb, xd + t * k);
+
+    /* The weights at a 256-byte aligned address, and again 2 bytes further (every format is
+     * 2-byte aligned in a GGUF file): the second takes the unaligned load path. */
+    uint8_t *dw = dev_copy(w, wbytes);
+    uint8_t *dw2;
+    CUDA_OK(cudaMalloc((void **)&dw2, wbytes + 256));
+    CUDA_OK(cudaMemcpy(dw2 + 2, w, wbytes, cudaMemcpyHostToDevice));
+    uint8_t *dxq = dev_copy(xq, xrb * (size_t)n_tok);
+    float *dy = dev_copy(y0, (size_t)(rows * n_tok) * sizeof(float));
+    float *dy2 = dev_copy(y0, (size_t)(rows * n_tok) * sizeof(float));
+    struct nvl_k_matmul mm = {
+        .w = dw,
+        .type = type,
+        .row_bytes = rb,
+        .k = k,
+        .rows = rows,
+        .x = dxq,
+        .x_stride = xrb,
+        .y = dy,
+        .y_stride = (size_t)rows,
+        .n_tok = n_tok,
+        .accumulate = accumulate,
+    };
+    CHECK(nvl__k_matvec(&mm, 0) == 0, "%s matvec launch", name);
+    mm.w = dw2 + 2;
+    mm.y = dy2;
+    CHECK(nvl__k_matvec(&mm, 0) == 0, "%s matvec launch (unaligned)", name);
+    to_host(y, dy, (size_t)(rows * n_tok) * sizeof(float));
+    to_host(y2, dy2, (size_t)(rows * n_tok) * sizeof(float));
+
+    double worst = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        nvl_dequantize_row(type, w + (uint64_t)r * rb, wd, k);
+        for (int t = 0; t < n_tok; t++) {
+            double ref = 0.0, mag = 0.0;
+            for (int64_t i = 0; i < k; i++) {
+                ref += (double)wd[i] * xd[t * k + i];
+                mag += fabs((double)wd[i] * xd[t * k + i]);
+            }
+            const double base = accumulate ? y0[t * rows + r] : 0.0;
+            const double err = fabs(y[t * rows + r] - (base + ref)) / (mag + fabs(base) + 1e-30);
+            worst = err > worst ? err : worst;
+        }
+    }
+    CHECK(worst <= 2e-6, "%s k=%lld rows=%lld n_tok=%d acc=%d: relative error %.3g", name,
+          (long long)k, (long long)rows, n_tok, accumulate, worst);
+    CHECK(memcmp(y, y2, (size_t)(rows * n_tok) * sizeof(float)) == 0,
+          "%s k=%lld: the result depends on the weights' alignment", name, (long long)k);
+    printf("matvec %-5s k=%-5lld rows=%-4lld tokens=%d acc=%d: rel err %.2e\n", name, (long long)k,
+           (long long)rows, n_tok, accumulate, worst);
+    cudaFree(dw);
+    cudaFree(dw2);
+    cudaFree(dxq);
+    cudaFree(dy);
+    cudaFree(dy2);
+    free(w);
+    free(x);
+    free(xd);
+    free(xq);
+    free(wd);
+    free(y0);
+    free(y);
+    free(y2);
+}
+
+static void test_matvec(void)
+{
+    for (size_t i = 0; i < sizeof(mv_types) / sizeof(mv_types[0]); i++) {
+        check_matvec(mv_types[i], 2048, 100, 1, false);
+        check_matvec(mv_types[i], 4096, 77, 5, true);
+        if (nvl_ggml_block_size(mv_types[i]) == 32 || nvl_ggml_block_size(mv_types[i]) == 1)
+            check_matvec(mv_types[i], 576, 65, 2, false); /* one-block units (SmolLM2 rows) */
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dequantization, embedding lookup, GEMM */
+
+static void test_dequant(void)
+{
+    const int64_t k = 512, rows = 9;
+    for (size_t i = 0; i < sizeof(mv_types) / sizeof(mv_types[0]); i++) {
+        const enum nvl_ggml_type type = mv_types[i];
+        uint64_t rb;
+        uint8_t *w = ku_matrix(type, rows, k, &rb);
+        float *want = malloc((size_t)(rows * k) * sizeof(float));
+        float *got = malloc((size_t)(rows * k) * sizeof(float));
+        uint16_t *got16 = malloc((size_t)(rows * k) * sizeof(uint16_t));
+        for (int64_t r = 0; r < rows; r++)
+            nvl_dequantize_row(type, w + (uint64_t)r * rb, want + r * k, k);
+        uint8_t *dw = dev_copy(w, (size_t)(rb * (uint64_t)rows));
+        float *d32 = dev_alloc((size_t)(rows * k) * sizeof(float));
+        uint16_t *d16 = dev_alloc((size_t)(rows * k) * sizeof(uint16_t));
+        CHECK(nvl__k_dequant(type, dw, rb, rows, k, d32, false, 0) == 0, "dequant launch");
+        CHECK(nvl__k_dequant(type, dw, rb, rows, k, d16, true, 0) == 0, "dequant launch");
+        to_host(got, d32, (size_t)(rows * k) * sizeof(float));
+        to_host(got16, d16, (size_t)(rows * k) * sizeof(uint16_t));
+        int bad = 0;
+        for (int64_t j = 0; j < rows * k; j++) {
+            if (fabsf(got[j] - want[j]) > 1e-6f * fabsf(want[j]))
+                bad++;
+            if (fabsf(nvl_fp16_to_fp32(got16[j]) - want[j]) > 1e-3f * fabsf(want[j]) + 1e-7f)
+                bad++;
+        }
+        CHECK(bad == 0, "dequant %s: %d elements differ", nvl_ggml_type_name(type), bad);
+
+        /* Embedding rows by id. */
+        const int32_t ids[4] = {3, 0, 8, 3};
+        int32_t *dids = dev_copy(ids, sizeof(ids));
+        CHECK(nvl__k_get_rows(type, dw, rb, k, dids, 4, d32, 0) == 0, "get_rows launch");
+        to_host(got, d32, (size_t)(4 * k) * sizeof(float));
+        bad = 0;
+        for (int t = 0; t < 4; t++)
+            for (int64_t j = 0; j < k; j++)
+                if (fabsf(got[t * k + j] - want[ids[t] * k + j]) >
+                    1e-6f * fabsf(want[ids[t] * k + j]))
+                    bad++;
+        CHECK(bad == 0, "get_rows %s: %d elements differ", nvl_ggml_type_name(type), bad);
+        cudaFree(dids);
+        cudaFree(dw);
+        cudaFree(d32);
+        cudaFree(d16);
+        free(w);
+        free(want);
+        free(got);
+        free(got16);
+    }
+}
+
+static void test_gemm(void)
+{
+    const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_F16, NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q8_0,
+                                        NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q6_K};
+    const int64_t k = 1024, rows = 300;
+    const int32_t n_tok = 37;
+    struct nvl_k_gemm *g;
+    /* A small scratch: the product goes through several row chunks. */
+    CHECK(nvl__k_gemm_create(128 * 1024 * sizeof(uint16_t), &g) == 0, "gemm create");
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        uint64_t rb;
+        uint8_t *w = ku_matrix(types[i], rows, k, &rb);
+        float *x = malloc((size_t)(k * n_tok) * sizeof(float));
+        float *y0 = malloc((size_t)(rows * n_tok) * sizeof(float));
+        float *y = malloc((size_t)(rows * n_tok) * sizeof(float));
+        float *wd = malloc((size_t)k * sizeof(float));
+        ku_floats(x, k * n_tok, 1.0f);
+        ku_floats(y0, rows * n_tok, 1.0f);
+        uint8_t *dw = dev_copy(w, (size_t)(rb * (uint64_t)rows));
+        float *dx = dev_copy(x, (size_t)(k * n_tok) * sizeof(float));
+        float *dy = dev_copy(y0, (size_t)(rows * n_tok) * sizeof(float));
+        struct nvl_k_matmul mm = {.w = dw,
+                                  .type = types[i],
+                                  .row_bytes = rb,
+                                  .k = k,
+                                  .rows = rows,
+                                  .x = dx,
+                                  .x_stride = (size_t)k * sizeof(float),
+                                  .y = dy,
+                                  .y_stride = (size_t)rows,
+                                  .n_tok = n_tok,
+                                  .accumulate = true};
+        CHECK(nvl__k_gemm(g, &mm, 0) == 0, "gemm run");
+        to_host(y, dy, (size_t)(rows * n_tok) * sizeof(float));
+        double worst = 0.0;
+        for (int64_t r = 0; r < rows; r++) {
+            nvl_dequantize_row(types[i], w + (uint64_t)r * rb, wd, k);
+            for (int t = 0; t < n_tok; t++) {
+                double ref = y0[t * rows + r], mag = fabs(ref);
+                for (int64_t j = 0; j < k; j++) {
+                    ref += (double)wd[j] * x[t * k + j];
+                    mag += fabs((double)wd[j] * x[t * k + j]);
+                }
+                const double err = fabs(y[t * rows + r] - ref) / mag;
+                worst = err > worst ? err : worst;
+            }
+        }
+        CHECK(worst <= 4e-3, "gemm %s: relative error %.3g", nvl_ggml_type_name(types[i]), worst);
+        printf("gemm   %-5s k=%lld rows=%lld tokens=%d: rel err %.2e\n",
+               nvl_ggml_type_name(types[i]), (long long)k, (long long)rows, n_tok, worst);
+        cudaFree(dw);
+        cudaFree(dx);
+        cudaFree(dy);
+        free(w);
+        free(x);
+        free(y0);
+        free(y);
+        free(wd);
+    }
+    nvl__k_gemm_destroy(g);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Vector operations */
+
+static void test_rmsnorm_swiglu(void)
+{
+    const int64_t n = 4096;
+    const int32_t n_tok = 3;
+    float *x = malloc((size_t)(n * n_tok) * sizeof(float)), *g = malloc((size_t)n * sizeof(float));
+    float *y = malloc((size_t)(n * n_tok) * sizeof(float)), *u = malloc((size_t)n * sizeof(float));
+    ku_floats(x, n * n_tok, 4.0f);
+    ku_floats(g, n, 1.0f);
+    ku_floats(u, n, 2.0f);
+    float *dx = dev_copy(x, (size_t)(n * n_tok) * sizeof(float)), *dg = dev_copy(g, (size_t)n * 4);
+    float *dy = dev_alloc((size_t)(n * n_tok) * sizeof(float)), *du = dev_copy(u, (size_t)n * 4);
+    CHECK(nvl__k_rmsnorm(dx, dg, dy, n, n_tok, 1e-5f, 0) == 0, "rmsnorm launch");
+    to_host(y, dy, (size_t)(n * n_tok) * sizeof(float));
+    double worst = 0.0;
+    for (int t = 0; t < n_tok; t++) {
+        double ss = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            ss += (double)x[t * n + i] * x[t * n + i];
+        const double sc = 1.0 / sqrt(ss / (double)n + 1e-5);
+        for (int64_t i = 0; i < n; i++) {
+            const double ref = x[t * n + i] * sc * g[i];
+            const double err = fabs(y[t * n + i] - ref) / (fabs(ref) + 1e-30);
+            worst = err > worst ? err : worst;
+        }
+    }
+    CHECK(worst <= 1e-6, "rmsnorm: relative error %.3g", worst);
+
+    CHECK(nvl__k_swiglu(dx, du, n, 0) == 0, "swiglu launch");
+    to_host(y, dx, (size_t)n * sizeof(float));
+    worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double ref = x[i] / (1.0 + exp(-(double)x[i])) * u[i];
+        const double err = fabs(y[i] - ref) / (fabs(ref) + 1e-30);
+        worst = err > worst ? err : worst;
+    }
+    CHECK(worst <= 2e-6, "swiglu: relative error %.3g", worst);
+    cudaFree(dx);
+    cudaFree(dg);
+    cudaFree(dy);
+    cudaFree(du);
+    free(x);
+    free(g);
+    free(y);
+    free(u);
+}
+
+static void check_rope(int32_t head_dim, int32_t n_rot, bool factors)
+{
+    const int32_t n_head = 4, n_head_kv = 2, n_tok = 3, n_ctx = 64, pos0 = 37;
+    const int32_t qd = n_head * head_dim, kvd = n_head_kv * head_dim;
+    const float base = 10000.0f, fscale = 0.5f;
+    const float theta_scale = powf(base, -2.0f / (float)n_rot);
+    float *q = malloc((size_t)(n_tok * qd) * 4), *k = malloc((size_t)(n_tok * kvd) * 4);
+    float *v = malloc((size_t)(n_tok * kvd) * 4), *ff = malloc((size_t)n_rot / 2 * 4);
+    float *qo = malloc((size_t)(n_tok * qd) * 4);
+    uint16_t *kc = malloc((size_t)(n_ctx * kvd) * 2), *vc = malloc((size_t)(n_ctx * kvd) * 2);
+    ku_floats(q, n_tok * qd, 2.0f);
+    ku_floats(k, n_tok * kvd, 2.0f);
+    ku_floats(v, n_tok * kvd, 2.0f);
+    for (int i = 0; i < n_rot / 2; i++)
+        ff[i] = ku_uniform(1.0f, 8.0f);
+    float *dq = dev_copy(q, (size_t)(n_tok * qd) * 4), *dk = dev_copy(k, (size_t)(n_tok * kvd) * 4);
+    float *dv = dev_copy(v, (size_t)(n_tok * kvd) * 4), *dff = dev_copy(ff, (size_t)n_rot / 2 * 4);
+    uint16_t *dkc = dev_alloc((size_t)(n_ctx * kvd) * 2),
+             *dvc = dev_alloc((size_t)(n_ctx * kvd) * 2);
+    int32_t *dpos = dev_copy(&pos0, sizeof(pos0));
+    struct nvl_k_rope r = {.q = dq,
+                           .k = dk,
+                           .v = dv,
+                           .k_cache = dkc,
+                           .v_cache = dvc,
+                           .pos0 = dpos,
+                           .n_tok = n_tok,
+                           .n_head = n_head,
+                           .n_head_kv = n_head_kv,
+                           .head_dim = head_dim,
+                           .n_rot = n_rot,
+                           .freq_scale = fscale,
+                           .theta_scale = theta_scale,
+                           .freq_factors = factors ? dff : NULL};
+    CHECK(nvl__k_rope_kv(&r, 0) == 0, "rope launch");
+    to_host(qo, dq, (size_t)(n_tok * qd) * 4);
+    to_host(kc, dkc, (size_t)(n_ctx * kvd) * 2);
+    to_host(vc, dvc, (size_t)(n_ctx * kvd) * 2);
+    double worst_q = 0.0, worst_kv = 0.0;
+    for (int t = 0; t < n_tok; t++) {
+        /* The angles as the CPU builds them (float products), then rotation in double. */
+        double cs[512];
+        float theta = (float)(pos0 + t) * fscale;
+        for (int i = 0; i < n_rot / 2; i++) {
+            const float th = factors ? theta / ff[i] : theta;
+            cs[2 * i] = cos((double)th);
+            cs[2 * i + 1] = sin((double)th);
+            theta *= theta_scale;
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            const int nh = pass ? n_head_kv : n_head;
+            const float *src = pass ? k + t * kvd : q + t * qd;
+            for (int h = 0; h < nh; h++)
+                for (int i = 0; i < head_dim; i += 2) {
+                    const float x0 = src[h * head_dim + i], x1 = src[h * head_dim + i + 1];
+                    double y0 = x0, y1 = x1;
+                    if (i < n_rot) {
+                        y0 = x0 * cs[i] - x1 * cs[i + 1];
+                        y1 = x0 * cs[i + 1] + x1 * cs[i];
+                    }
+                    if (pass == 0) {
+                        const float *o = qo + t * qd + h * head_dim + i;
+                        const double e = fmax(fabs(o[0] - y0), fabs(o[1] - y1));
+                        worst_q = e > worst_q ? e : worst_q;
+                    } else {
+                        const uint16_t *o = kc + (pos0 + t) * kvd + h * head_dim + i;
+                        const double e = fmax(fabs(nvl_fp16_to_fp32(o[0]) - y0),
+                                              fabs(nvl_fp16_to_fp32(o[1]) - y1));
+                        worst_kv = e > worst_kv ? e : worst_kv;
+                    }
+                }
+        }
+        for (int i = 0; i < kvd; i++) {
+            const double e = fabs(nvl_fp16_to_fp32(vc[(pos0 + t) * kvd + i]) - v[t * kvd + i]);
+            worst_kv = e > worst_kv ? e : worst_kv;
+        }
+    }
+    /* Values up to about 2.8 in magnitude: fp16 holds them to 2^-9. */
+    CHECK(worst_q <= 2e-5, "rope q (hd %d, rot %d): error %.3g", head_dim, n_rot, worst_q);
+    CHECK(worst_kv <= 2.5e-3, "rope k/v cache (hd %d, rot %d): error %.3g", head_dim, n_rot,
+          worst_kv);
+    cudaFree(dq);
+    cudaFree(dk);
+    cudaFree(dv);
+    cudaFree(dff);
+    cudaFree(dkc);
+    cudaFree(dvc);
+    cudaFree(dpos);
+    free(q);
+    free(k);
+    free(v);
+    free(ff);
+    free(qo);
+    free(kc);
+    free(vc);
+}
+
+static void check_attention(int32_t head_dim, int32_t n_ctx, int32_t pos0, int32_t n_tok)
+{
+    const int32_t n_head = 8, n_head_kv = 2, qd = n_head * head_dim, kvd = n_head_kv * head_dim;
+    float *q = malloc((size_t)(n_tok * qd) * 4), *out = malloc((size_t)(n_tok * qd) * 4);
+    uint16_t *kc = malloc((size_t)n_ctx * kvd * 2), *vc = malloc((size_t)n_ctx * kvd * 2);
+    double *sc = malloc((size_t)n_ctx * sizeof(double));
+    ku_floats(q, n_tok * qd, 1.0f);
+    for (int64_t i = 0; i < (int64_t)n_ctx * kvd; i++) {
+        kc[i] = nvl_fp32_to_fp16(ku_uniform(-1.0f, 1.0f));
+        vc[i] = nvl_fp32_to_fp16(ku_uniform(-1.0f, 1.0f));
+    }
+    float *dq = dev_copy(q, (size_t)(n_tok * qd) * 4), *dout = dev_alloc((size_t)(n_tok * qd) * 4);
+    uint16_t *dkc = dev_copy(kc, (size_t)n_ctx * kvd * 2),
+             *dvc = dev_copy(vc, (size_t)n_ctx * kvd * 2);
+    int32_t *dpos = dev_copy(&pos0, sizeof(pos0));
+    struct nvl_k_attention a = {.q = dq,
+                                .k_cache = dkc,
+                                .v_cache = dvc,
+                                .out = dout,
+                                .pos0 = dpos,
+                                .n_tok = n_tok,
+                                .n_head = n_head,
+                                .n_head_kv = n_head_kv,
+                                .head_dim = head_dim,
+                                .n_ctx = n_ctx};
+    CHECK(nvl__k_attention(&a, 0) == 0, "attention launch");
+    to_host(out, dout, (size_t)(n_tok * qd) * 4);
+    double worst = 0.0;
+    for (int t = 0; t < n_tok; t++)
+        for (int h = 0; h < n_head; h++) {
+            const int kvh = h / (n_head / n_head_kv), n_kv = pos0 + t + 1;
+            double mx = -INFINITY, sum = 0.0;
+            for (int p = 0; p < n_kv; p++) {
+                double s = 0.0;
+                for (int d = 0; d < head_dim; d++)
+                    s += (double)q[t * qd + h * head_dim + d] *
+                         nvl_fp16_to_fp32(kc[p * kvd + kvh * head_dim + d]);
+                sc[p] = s / sqrt((double)head_dim);
+                mx = fmax(mx, sc[p]);
+            }
+            for (int p = 0; p < n_kv; p++) {
+                sc[p] = exp(sc[p] - mx);
+                sum += sc[p];
+            }
+            for (int d = 0; d < head_dim; d++) {
+                double o = 0.0;
+                for (int p = 0; p < n_kv; p++)
+                    o += sc[p] / sum * nvl_fp16_to_fp32(vc[p * kvd + kvh * head_dim + d]);
+                const double e = fabs(out[t * qd + h * head_dim + d] - o);
+                worst = e > worst ? e : worst;
+            }
+        }
+    CHECK(worst <= 2e-6, "attention hd %d, %d positions: error %.3g", head_dim, pos0 + n_tok,
+          worst);
+    printf("attention hd=%d positions=%d tokens=%d: max error %.2e\n", head_dim, pos0 + n_tok,
+           n_tok, worst);
+    cudaFree(dq);
+    cudaFree(dout);
+    cudaFree(dkc);
+    cudaFree(dvc);
+    cudaFree(dpos);
+    free(q);
+    free(out);
+    free(kc);
+    free(vc);
+    free(sc);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Token selection */
+
+static uint64_t splitmix_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void test_sampling(void)
+{
+    const int32_t n = 50000;
+    float *l = malloc((size_t)n * sizeof(float));
+    float *dl = dev_alloc((size_t)n * sizeof(float));
+    int32_t *dout = dev_alloc(sizeof(int32_t)), got;
+    int cases = 0;
+    for (int trial = 0; trial < 6; trial++) {
+        ku_floats(l, n, 8.0f);
+        /* Ties at the top and at the top-k border: the smaller id must win. */
+        l[100] = l[4000] = 9.5f;
+        for (int i = 0; i < 60; i++)
+            l[1000 + 17 * i] = 7.25f;
+        if (trial == 5)
+            for (int i = 0; i < n; i++)
+                l[i] = (float)(i % 7); /* massive ties */
+        CUDA_OK(cudaMemcpy(dl, l, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+        int32_t best = 0;
+        for (int i = 1; i < n; i++)
+            if (l[i] > l[best])
+                best = i;
+        CHECK(nvl__k_argmax(dl, n, dout, 0) == 0, "argmax launch");
+        to_host(&got, dout, sizeof(got));
+        CHECK(got == best, "argmax: %d, want %d", got, best);
+
+        const int top_ks[] = {1, 40, 333, 1024};
+        const float top_ps[] = {1.0f, 0.9f, 0.3f};
+        const float min_ps[] = {0.0f, 0.05f};
+        const float temps[] = {0.7f, 1.3f};
+        for (size_t a = 0; a < 4; a++)
+            for (size_t b = 0; b < 3; b++)
+                for (size_t c = 0; c < 2; c++)
+                    for (size_t d = 0; d < 2; d++) {
+                        struct nvl_sampler_params sp;
+                        nvl_sampler_params_default(&sp);
+                        sp.top_k = top_ks[a];
+                        sp.top_p = top_ps[b];
+                        sp.min_p = min_ps[c];
+                        sp.temperature = temps[d];
+                        sp.seed = 1000 + (uint64_t)cases;
+                        struct nvl_sampler *s;
+                        CHECK(nvl_sampler_create(&sp, n, &s) == 0, "sampler");
+                        const int32_t want = nvl_sampler_sample(s, l);
+                        nvl_sampler_destroy(s);
+                        uint64_t st = sp.seed;
+                        struct nvl_k_sample kp = {
+                            .top_k = sp.top_k,
+                            .top_p = sp.top_p,
+                            .min_p = sp.min_p,
+                            .temperature = sp.temperature,
+                            .u = (double)(splitmix_next(&st) >> 11) * 0x1.0p-53,
+                        };
+                        CHECK(nvl__k_sample(dl, n, &kp, dout, 0) == 0, "sample launch");
+                        to_host(&got, dout, sizeof(got));
+                        CHECK(got == want, "sample k=%d p=%g min_p=%g t=%g trial %d: %d, want %d",
+                              sp.top_k, sp.top_p, sp.min_p, sp.temperature, trial, got, want);
+                        cases++;
+                    }
+    }
+    printf("sampling: %d cases against nvl_sampler_sample\n", cases);
+    cudaFree(dl);
+    cudaFree(dout);
+    free(l);
+}
+
+int main(void)
+{
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 1) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    test_quantize();
+    test_matvec();
+    test_dequant();
+    test_gemm();
+    test_rmsnorm_swiglu();
+    check_rope(64, 64, false);
+    check_rope(64, 32, true);
+    check_rope(8, 8, false);
+    check_attention(64, 300, 250, 3);
+    check_attention(128, 5000, 4000, 2);
+    check_attention(8, 40, 0, 17);
+    test_sampling();
+    if (failures) {
+        printf("%d failures\n", failures);
+        return 1;
+    }
+    printf("all kernels match their references\n");
+    return 0;
+}
