@@ -2,17 +2,21 @@
 # The GPU I/O engine's tests and benchmarks, for a machine with a CUDA GPU. Builds what it needs
 # (or takes prebuilt binaries), runs every GPU test and benchmark, and prints a short table last.
 #
-#   scripts/gpu-bench.sh [--prebuilt DIR] [--out DIR] [--quick] [--disk-file PATH]
-#   scripts/gpu-bench.sh --make-prebuilt DIR
+#   scripts/gpu-bench.sh [--prebuilt DIR] [--out DIR] [--quick] [--disk-file PATH] [--steps LIST]
+#   scripts/gpu-bench.sh --make-prebuilt DIR [--with-cufile]
 #
 #   --prebuilt DIR   use DIR/bin/* and DIR/lib (LD_LIBRARY_PATH) instead of building
 #   --make-prebuilt DIR  build here (needs nvcc and the project's dependencies, see
 #                    scripts/install-deps.sh) and collect the programs and the shared libraries
 #                    a bare CUDA machine lacks into DIR, then exit; carry DIR to the GPU machine
+#   --with-cufile    with --make-prebuilt: also fetch libcufile from PyPI's nvidia-cufile wheel
+#                    (pip download) into DIR/cufile; the run then repeats the gds steps with it
+#                    (*_cufile_wheel), next to the machine's own libcufile
 #   --out DIR        keep logs there (default: a temporary directory)
 #   --quick          shorter runs (smoke test)
 #   --disk-file PATH the file on the machine's real disk for the file/gds/dd comparison
 #                    (default /var/tmp/nvl-bench.img, made with random data when missing)
+#   --steps LIST     run only these steps (comma-separated names, as in the table)
 #
 # What runs, in order (each step under a time limit so a hang is reported, never waited out):
 #   1. test_engine_cmd, test_engine          engine unit tests; the second on the GPU vs the sim
@@ -30,6 +34,8 @@ ROOT=$PWD
 
 PREBUILT=""
 MAKE_PREBUILT=""
+WITH_CUFILE=0
+STEPS=""
 OUT=""
 QUICK=0
 DISK_FILE=/var/tmp/nvl-bench.img
@@ -40,7 +46,9 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --disk-file) DISK_FILE=$2; shift 2 ;;
-    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    --with-cufile) WITH_CUFILE=1; shift ;;
+    --steps) STEPS=",$2,"; shift 2 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "gpu-bench: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -71,6 +79,17 @@ if [ -n "$MAKE_PREBUILT" ]; then
             awk -v l="$lib" '$1 == l { print $3; exit }')
         [ -n "$path" ] && cp -L "$path" "$MAKE_PREBUILT/lib/"
     done
+    if [ $WITH_CUFILE = 1 ]; then
+        wheels=$(mktemp -d)
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+            --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+            --platform manylinux2014_x86_64 -d "$wheels" nvidia-cufile >>"$MAKE_PREBUILT/build.log" 2>&1 ||
+            { echo "gpu-bench: pip download nvidia-cufile failed"; exit 1; }
+        mkdir -p "$MAKE_PREBUILT/cufile"
+        unzip -q -o -j "$wheels"/nvidia_cufile-*.whl '*/lib/libcufile.so.0' -d "$MAKE_PREBUILT/cufile"
+        basename "$wheels"/nvidia_cufile-*.whl >"$MAKE_PREBUILT/cufile/WHEEL"
+        rm -rf "$wheels"
+    fi
     echo "gpu-bench: programs and libraries in $MAKE_PREBUILT"
     exit 0
 fi
@@ -106,11 +125,22 @@ fi
 GPU=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
 DATE=$(date -u +%Y-%m-%d)
 echo "gpu-bench: $GPU, $DATE, $(nproc) CPUs, logs in $OUT"
+# What the gds backend will meet: which libcufile, nvidia-fs, the udev database cuFile reads.
+CUFILE_LIB=$(for d in ${LD_LIBRARY_PATH//:/ }; do ls "$d"/libcufile.so.0 2>/dev/null; done | head -1)
+CUFILE_LIB=${CUFILE_LIB:-$(ldconfig -p 2>/dev/null | awk '/libcufile.so.0/ { print $NF; exit }')}
+echo "gpu-bench: libcufile ${CUFILE_LIB:-none}$([ -n "$CUFILE_LIB" ] &&
+    printf ' (%s)' "$(readlink -f "$CUFILE_LIB" | xargs basename)")," \
+    "nvidia-fs $([ -e /proc/driver/nvidia-fs/version ] && echo loaded || echo absent)," \
+    "/run/udev/data $([ -d /run/udev/data ] && echo present || echo absent)," \
+    "/etc/cufile.json $([ -e /etc/cufile.json ] && echo present || echo absent)" | tee -a "$LOG"
 
 declare -a STEP_NAMES STEP_RESULTS
 step() { # step NAME LIMIT_S CMD...: runs CMD with a limit, logs it, records pass/fail
     local name=$1 limit=$2 rc
     shift 2
+    if [ -n "$STEPS" ] && [[ $STEPS != *",$name,"* ]]; then
+        return 0
+    fi
     echo "== $name: $*" | tee -a "$LOG"
     timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.out" 2>&1
     rc=$?
@@ -162,6 +192,13 @@ DISK_MB=$(((LAYER + 64)))
 step dd_direct 120 dd if="$DISK_FILE" of=/dev/null bs=4M iflag=direct count=$((DISK_MB / 4))
 step tll_file_disk 300 "$BIN/test_layer_loader" --backend file --file "$DISK_FILE" "$LAYER"
 step tll_gds_disk 300 "$BIN/test_layer_loader" --backend gds --file "$DISK_FILE" "$LAYER"
+if [ -n "$PREBUILT" ] && [ -e "$PREBUILT/cufile/libcufile.so.0" ]; then
+    echo "gpu-bench: *_cufile_wheel steps use $(cat "$PREBUILT/cufile/WHEEL")" | tee -a "$LOG"
+    step test_backend_gds_cufile_wheel 200 env LD_LIBRARY_PATH="$PREBUILT/cufile:$LD_LIBRARY_PATH" \
+        "$BIN/test_backend_gds"
+    step tll_gds_disk_cufile_wheel 300 env LD_LIBRARY_PATH="$PREBUILT/cufile:$LD_LIBRARY_PATH" \
+        "$BIN/test_layer_loader" --backend gds --file "$DISK_FILE" "$LAYER"
+fi
 
 # ---- the table -------------------------------------------------------------------------
 kv() { # kv FILE KEY: value of KEY= in the RESULT lines of FILE (one per line)
@@ -207,5 +244,7 @@ tll_rate() { # the throughput figure test_layer_loader printed for its test N
     echo "| dd iflag=direct bs=4M | $(grep -oE '[0-9.]+ [GM]B/s' "$OUT/dd_direct.out" | tail -1) |"
     echo "| file backend, test 2 | $(tll_rate "$OUT/tll_file_disk.out" 2) |"
     echo "| gds backend, test 2 | $(tll_rate "$OUT/tll_gds_disk.out" 2) |"
-    grep -i "compat" "$OUT/tll_gds_disk.out" | head -2 | sed 's/^/    /'
+    echo "| gds backend with the wheel's libcufile, test 2 | $(tll_rate "$OUT/tll_gds_disk_cufile_wheel.out" 2) |"
+    grep -ih "compat\|gds:" "$OUT/tll_gds_disk.out" "$OUT/tll_gds_disk_cufile_wheel.out" 2>/dev/null |
+        head -4 | sed 's/^/    /'
 } | tee "$OUT/table.md"
