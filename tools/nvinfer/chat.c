@@ -193,6 +193,7 @@ int nvinfer_run_chat(const struct nvinfer_opts *o, struct nvinfer_model *m)
         /* Piped input is not echoed by a terminal: show what is being answered. */
         if (!tty && msg != o->prompt)
             printf("> %.*s\n", (int)len, msg);
+        fflush(stdout);
         if (conv_add(&conv, "user", msg, len))
             goto err_oom;
         if (chat_turn(o, m, smp, &conv)) {
