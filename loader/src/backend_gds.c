@@ -7,17 +7,20 @@
  * says "compatibility mode" in the selection reason, and auto-selection ranks such a gds below the
  * plain file backend (which does the same POSIX reads without cuFile).
  *
- * Configuration. cuFile reads its settings once, from the JSON file named by CUFILE_ENV_PATH_JSON
- * or /etc/cufile.json. When neither exists (libcufile from the nvidia-cufile wheel, as on the
- * accelerator machine) its built-in defaults apply, and those still check every registered file
- * the GDS way: cuFileHandleRegister looks the file system's volume up in the udev database
- * (/run/udev), and where that is missing (containers, microVMs) it fails with
- * CU_FILE_HANDLE_NOT_REGISTERED (5027) even in compatibility mode. So when neither the
- * environment nor /etc names a configuration, this backend writes a private one before the
- * library is loaded: allow_compat_mode, and without nvidia-fs also vanilla_posix_io_mode, cuFile's
- * plain-POSIX mode that skips those file checks (libcufile 1.20 has it; 1.15 does not, and there a
- * failed registration is explained in the error). Its log goes to the same private directory, and
- * the last errors cuFile logged are quoted when a call fails.
+ * Configuration. cuFile reads its settings when it starts, from the JSON file named by
+ * CUFILE_ENV_PATH_JSON or else /etc/cufile.json, and both are obeyed. Outside its
+ * vanilla_posix_io_mode it checks every registered file the GDS way, even in compatibility mode:
+ * cuFileHandleRegister looks the file system's volume up in the udev database (/run/udev), and
+ * where that is missing (containers, microVMs such as the accelerator machine) it fails with
+ * CU_FILE_HANDLE_NOT_REGISTERED (5027). Vanilla mode (plain POSIX I/O, no file checks; libcufile
+ * 1.20 has it, 1.15 does not) is what a machine without nvidia-fs needs, so:
+ *   - when no configuration file exists (libcufile from the nvidia-cufile wheel), this backend
+ *     writes a private one before the library is loaded and points CUFILE_ENV_PATH_JSON at it:
+ *     allow_compat_mode, vanilla_posix_io_mode without nvidia-fs, and its log in the same private
+ *     directory, so the last error cuFile logged can be quoted when a call fails;
+ *   - when a configuration exists but does not mention vanilla_posix_io_mode and nvidia-fs is
+ *     absent, it is asked for with cuFileSetParameterBool before cuFileDriverOpen.
+ * A failed registration is explained: the cuFile error by name, what was tried, what to do.
  *
  * Reads go straight into device destinations with cuFileRead (any byte offset and length:
  * cuFile handles the alignment). Host and slot destinations are read into a device bounce buffer
@@ -58,6 +61,9 @@ struct cufile_descr {
 };
 
 #define CU_FILE_HANDLE_TYPE_OPAQUE_FD 1
+/* CUFileBoolConfigParameter_t (append-only) value of properties.vanilla_posix_io_mode: 12 in
+ * libcufile 1.20; older libraries refuse it as out of range. */
+#define CUFILE_PARAM_PROPERTIES_POSIX_IO_MODE 12
 
 struct cufile_api {
     void *lib;
@@ -67,7 +73,9 @@ struct cufile_api {
     struct cufile_error (*handle_register)(void **fh, struct cufile_descr *descr);
     void (*handle_deregister)(void *fh);
     ssize_t (*read)(void *fh, void *buf, size_t size, off_t file_off, off_t buf_off);
-    int (*get_version)(int *version); /* optional: cuFileGetVersion (CUDA 12.2+) */
+    struct cufile_error (*get_version)(int *version); /* optional: cuFileGetVersion (12.2+) */
+    /* optional: cuFileSetParameterBool (libcufile 1.14+), before cuFileDriverOpen */
+    struct cufile_error (*set_bool)(int param, bool value);
 };
 
 /* CUfileOpError: CU_FILE_SUCCESS is 0 and every error is CUFILEOP_BASE_ERR (5000) + n; cuFileRead
@@ -143,7 +151,6 @@ static struct {
     pthread_mutex_t lock;
     unsigned users;
     bool ours;          /* CUFILE_ENV_PATH_JSON names our private file */
-    bool vanilla;       /* it sets vanilla_posix_io_mode */
     char dir[PATH_MAX]; /* private directory: cufile.json and cuFile's logs */
     char json[PATH_MAX + 16];
     char src[PATH_MAX + 160]; /* what applies, for reasons and errors */
@@ -225,7 +232,6 @@ static void gds_config_get(bool vanilla, char *src, size_t src_len)
         snprintf(gds_cfg.src, sizeof(gds_cfg.src), "cuFile's default config (setenv failed)");
     } else {
         gds_cfg.ours = true;
-        gds_cfg.vanilla = vanilla;
         snprintf(gds_cfg.src, sizeof(gds_cfg.src), "private config: allow_compat_mode%s",
                  vanilla ? ", vanilla_posix_io_mode" : "");
     }
@@ -302,6 +308,7 @@ static int cufile_load(struct cufile_api *api, char *why, size_t why_len)
     *(void **)&api->handle_deregister = dlsym(api->lib, "cuFileHandleDeregister");
     *(void **)&api->read = dlsym(api->lib, "cuFileRead");
     *(void **)&api->get_version = dlsym(api->lib, "cuFileGetVersion");
+    *(void **)&api->set_bool = dlsym(api->lib, "cuFileSetParameterBool");
     if (!api->driver_open || !api->driver_close || !api->handle_register ||
         !api->handle_deregister || !api->read) {
         snprintf(why, why_len, "unavailable: %s lacks the cuFile entry points", api->soname);
@@ -319,32 +326,40 @@ static void cufile_unload(struct cufile_api *api)
     api->lib = NULL;
 }
 
-/* Whether cuFile's configuration allows the POSIX fallback: "allow_compat_mode" in the JSON file
- * named by CUFILE_ENV_PATH_JSON, or /etc/cufile.json. Default true, as in cuFile. */
-static bool cufile_compat_allowed(void)
+/* A boolean property in the cuFile configuration in use (the JSON file named by
+ * CUFILE_ENV_PATH_JSON, or /etc/cufile.json): 1 or 0 as set there, -1 when absent (or no file).
+ * A plain text search for "key": the files carry comments, so no strict JSON parser reads them. */
+static int cufile_config_bool(const char *key)
 {
     const char *path = getenv("CUFILE_ENV_PATH_JSON");
-    char buf[65536];
+    char buf[65536], quoted[64];
     size_t n;
     char *k;
     FILE *f;
 
     f = fopen(path ? path : "/etc/cufile.json", "r");
     if (!f)
-        return true;
+        return -1;
     n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
-    k = strstr(buf, "\"allow_compat_mode\"");
+    snprintf(quoted, sizeof(quoted), "\"%s\"", key);
+    k = strstr(buf, quoted);
     if (!k)
-        return true;
-    k = strchr(k + strlen("\"allow_compat_mode\""), ':');
+        return -1;
+    k = strchr(k + strlen(quoted), ':');
     if (!k)
-        return true;
+        return -1;
     k++;
     while (*k == ' ' || *k == '\t' || *k == '\n' || *k == '\r')
         k++;
     return strncmp(k, "false", 5) != 0;
+}
+
+/* Whether the configuration allows the POSIX fallback (cuFile's default: yes). */
+static bool cufile_compat_allowed(void)
+{
+    return cufile_config_bool("allow_compat_mode") != 0;
 }
 
 /* nvidia-fs is what makes cuFile direct; without it every read is a POSIX bounce. */
@@ -448,6 +463,9 @@ struct gds {
     bool driver_open;
     int fd;
     bool direct;
+    /* vanilla_posix_io_mode: from the configuration (1, 0, -1 absent), and whether
+     * cuFileSetParameterBool took it when the configuration does not say (-1: not tried). */
+    int vanilla_cfg, vanilla_set;
     void *fh;
     uint32_t n_threads;
     pthread_t threads[GDS_MAX_THREADS];
@@ -609,7 +627,7 @@ static void gds_free(struct gds *g)
 static void gds_register_failed(struct gds *g, struct cufile_error e)
 {
     const char *path = g->loader->opts.path;
-    char name[64], last[256], hint[512];
+    char name[64], last[256], hint[768];
     int version = 0;
 
     gds_config_last_error(last, sizeof(last));
@@ -617,19 +635,27 @@ static void gds_register_failed(struct gds *g, struct cufile_error e)
         g->api.get_version(&version);
     hint[0] = '\0';
     if (g->compat && e.err == CUFILEOP_BASE_ERR + 27) {
+        const char *vanilla =
+            g->vanilla_cfg == 0   ? "the configuration turns vanilla_posix_io_mode off"
+            : g->vanilla_cfg == 1 ? "vanilla_posix_io_mode is on in the configuration, yet this "
+                                    "libcufile still checked the file"
+            : g->vanilla_set == 1 ? "vanilla_posix_io_mode was set, yet this libcufile still "
+                                    "checked the file"
+            : g->vanilla_set == 0 ? "this libcufile has no vanilla_posix_io_mode"
+                                  : "this libcufile cannot be asked for vanilla_posix_io_mode";
+
         /* CU_FILE_HANDLE_NOT_REGISTERED from the register call itself: cuFile could not build
-         * its file object, which it does from the volume's udev attributes even when every read
-         * will be a POSIX one. */
+         * its file object, which outside vanilla_posix_io_mode it does from the volume's udev
+         * attributes even when every read will be a POSIX one. */
         snprintf(hint, sizeof(hint),
-                 "; cuFile (version %d) could not describe the file's volume: it reads the udev "
-                 "database%s even in compatibility mode%s. Remedies: make /run/udev available "
-                 "(containers: --volume /run/udev:/run/udev:ro), use a libcufile that honours "
-                 "properties.vanilla_posix_io_mode (1.20 does, 1.15 does not), or use the file "
-                 "backend, which makes the same POSIX reads without cuFile",
+                 "; cuFile (version %d) could not describe the file's volume: outside "
+                 "properties.vanilla_posix_io_mode it reads the udev database%s even in "
+                 "compatibility mode, and %s. Remedies: make /run/udev available (containers: "
+                 "--volume /run/udev:/run/udev:ro), use a libcufile that has "
+                 "vanilla_posix_io_mode (1.20 does, 1.15 does not), or use the file backend, "
+                 "which makes the same POSIX reads without cuFile",
                  version, access("/run/udev/data", F_OK) ? " (/run/udev/data, missing here)" : "",
-                 gds_cfg.ours && gds_cfg.vanilla
-                     ? ", and this libcufile ignored vanilla_posix_io_mode"
-                     : "");
+                 vanilla);
     }
     nvl_log_error(NVL_LOADER_WHO,
                   "gds: cuFileHandleRegister(%s) failed: %s, CUDA driver error %d (%s, %s, fd "
@@ -664,6 +690,15 @@ static int gds_create(struct nvl_loader *l)
     }
     g->assessed = true;
     g->compat = rc == 1;
+    /* Without nvidia-fs every read is a POSIX one anyway; vanilla mode also skips the GDS file
+     * checks that need the udev database (see the top of the file). A configuration that says
+     * either way is obeyed. */
+    g->vanilla_cfg = cufile_config_bool("vanilla_posix_io_mode");
+    g->vanilla_set = -1;
+    if (g->compat && g->vanilla_cfg < 0 && g->api.set_bool) {
+        e = g->api.set_bool(CUFILE_PARAM_PROPERTIES_POSIX_IO_MODE, true);
+        g->vanilla_set = e.err == 0;
+    }
     e = g->api.driver_open();
     if (e.err) {
         char last[256];

@@ -184,6 +184,17 @@ NVL_HD static inline uint32_t nvme_cq_advance(struct nvme_cq *cq)
     return cq->head;
 }
 
+/* Consumes n CQEs at once (n <= depth): nvme_cq_advance n times, without the loop. */
+NVL_HD static inline uint32_t nvme_cq_advance_n(struct nvme_cq *cq, uint32_t n)
+{
+    cq->head += n;
+    if (cq->head >= cq->depth) {
+        cq->head -= cq->depth;
+        cq->phase ^= 1u;
+    }
+    return cq->head;
+}
+
 /* ---- command identifiers ---------------------------------------------------------------- */
 
 #define NVME_CID_NONE 0xffffu
@@ -221,6 +232,99 @@ NVL_HD static inline uint32_t nvme__ctz64(uint64_t v)
 #else
     return (uint32_t)__builtin_ctzll(v);
 #endif
+}
+
+NVL_HD static inline uint32_t nvme__popc64(uint64_t v)
+{
+#if defined(__CUDA_ARCH__)
+    return (uint32_t)__popcll((unsigned long long)v);
+#else
+    return (uint32_t)__builtin_popcountll(v);
+#endif
+}
+
+/* Index of the n-th (from 0) set bit of v; v must have more than n bits set. */
+NVL_HD static inline uint32_t nvme__nth_bit64(uint64_t v, uint32_t n)
+{
+#if defined(__CUDA_ARCH__)
+    uint32_t lo = (uint32_t)v, c = (uint32_t)__popc(lo);
+
+    if (n < c)
+        return __fns(lo, 0, (int)n + 1);
+    return 32u + __fns((uint32_t)(v >> 32), 0, (int)(n - c) + 1);
+#else
+    while (n--)
+        v &= v - 1;
+    return nvme__ctz64(v);
+#endif
+}
+
+/* Bits of CID word w that name CIDs below count. */
+NVL_HD static inline uint64_t nvme__cid_word_valid(const struct nvme_cid_map *m, uint32_t w)
+{
+    if (w == nvme_cid_map_words(m->count) - 1 && (m->count % 64) != 0)
+        return ((uint64_t)1 << (m->count % 64)) - 1;
+    return ~(uint64_t)0;
+}
+
+/* The CID named by bit `bit` of bitmap word w. */
+NVL_HD static inline uint16_t nvme_cid_of(uint32_t w, uint32_t bit)
+{
+    return (uint16_t)(w * 64u + bit);
+}
+
+/* Takes up to max free CIDs with one read-modify-write of one bitmap word: the lowest free bits
+ * of the first word at or after the hint word that has any. Returns their mask and sets *word;
+ * the CIDs are nvme_cid_of(*word, each set bit), and the k-th lowest is
+ * nvme_cid_of(*word, nvme__nth_bit64(mask, k)), so lanes of a warp can each compute theirs.
+ * Returns 0 when max is 0 or every CID is taken. Fewer than max may come back (the word had
+ * fewer free): call again for the rest. */
+NVL_HD static inline uint64_t nvme_cid_alloc_word(struct nvme_cid_map *m, uint32_t max,
+                                                  uint32_t *word)
+{
+    uint32_t nwords = nvme_cid_map_words(m->count);
+    uint32_t k;
+
+    if (max == 0 || m->used >= m->count)
+        return 0;
+    for (k = 0; k < nwords; k++) {
+        uint32_t w = (m->hint + k) % nwords, c;
+        uint64_t take = ~m->words[w] & nvme__cid_word_valid(m, w);
+
+        if (!take)
+            continue;
+        c = nvme__popc64(take);
+        if (c > max) {
+            /* The lowest max free bits: up to and including the max-th one. */
+            uint32_t last = nvme__nth_bit64(take, max - 1);
+
+            take &= last == 63 ? ~(uint64_t)0 : ((uint64_t)2 << last) - 1;
+            c = max;
+        }
+        m->words[w] |= take;
+        m->hint = w;
+        m->used += c;
+        *word = w;
+        return take;
+    }
+    return 0;
+}
+
+/* Gives back the CIDs of mask in bitmap word `word` (a batch of completions gathered per word).
+ * Completions are input: bits out of range or not in flight are spurious, change nothing and
+ * are returned (0: all were freed). A CID named twice in one batch sets its bit once, so the
+ * caller must detect such duplicates itself (nvme_cid_free, one CID at a time, does). */
+NVL_HD static inline uint64_t nvme_cid_free_word(struct nvme_cid_map *m, uint32_t word,
+                                                 uint64_t mask)
+{
+    uint64_t busy;
+
+    if (word >= nvme_cid_map_words(m->count))
+        return mask;
+    busy = m->words[word] & mask & nvme__cid_word_valid(m, word);
+    m->words[word] &= ~busy;
+    m->used -= nvme__popc64(busy);
+    return mask & ~busy;
 }
 
 /* Allocates the lowest free CID at or after the hint word; NVME_CID_NONE when all are taken. */
