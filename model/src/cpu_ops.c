@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops_impl.h"
@@ -432,9 +433,11 @@ static void ops_select(void)
     }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+    /* NVL_CPU_KERNELS=generic keeps the portable kernels, to test them on an AVX2 machine. */
+    const char *want = getenv("NVL_CPU_KERNELS");
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c")) {
+    if ((!want || strcmp(want, "generic") != 0) && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
         kernels_name = "avx2";
         dot_f32_impl = nvl__cpu_dot_f32_avx2;
         dot_f16_impl = nvl__cpu_dot_f16_avx2;
