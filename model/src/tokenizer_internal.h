@@ -122,6 +122,38 @@ int32_t nvl__vocab_merge_rank(const struct nvl_vocab *v, const char *left, size_
 int32_t nvl__vocab_byte_token(const struct nvl_vocab *v, uint8_t byte);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Greedy pair merging (tokenizer_merge.c), the loop under both engines. */
+
+/* A run of the text; symbols form a list in text order through prev/next (-1 at the ends). */
+struct nvl_merge_symbol {
+    int32_t prev, next;
+    size_t off; /* first byte in the text */
+    size_t n;   /* bytes; 0 once merged into its left neighbour */
+};
+
+struct nvl_merge_pair;
+
+/* Scratch of one merge run, reusable across runs: zero-initialize, free with nvl__merge_fini. */
+struct nvl_merge {
+    struct nvl_merge_symbol *sym; /* [n_sym]; the list starts at 0 when n_sym > 0 */
+    int32_t n_sym;
+    size_t sym_cap;
+    struct nvl_merge_pair *heap;
+    size_t heap_n, heap_cap;
+};
+
+/* Whether the symbol at left (left_n bytes) may merge with the right_n bytes that follow it, and
+ * at what priority (lower merges first). */
+typedef bool (*nvl__merge_rank_fn)(void *ctx, const char *left, size_t left_n, size_t right_n,
+                                   double *priority);
+
+/* Splits text[0..len) into UTF-8 characters and merges pairs until rank accepts none. The result
+ * is the list in m->sym. 0 or -ENOMEM. */
+int nvl__merge_run(struct nvl_merge *m, const char *text, size_t len, nvl__merge_rank_fn rank,
+                   void *ctx);
+void nvl__merge_fini(struct nvl_merge *m);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Engines. Both append to out and return 0 or -ENOMEM. */
 
 /* SPM on text whose spaces are already "▁". */
