@@ -9,9 +9,6 @@
 
 #include "quant_internal.h"
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-
 /* ggml's GROUP_MAX_EPS: a group whose largest magnitude is below this quantizes to zero. */
 #define GROUP_MAX_EPS 1e-15f
 
@@ -114,66 +111,50 @@ void nvl__dequant_q3_K(const void *restrict src, float *restrict dst, int64_t n)
     }
 }
 
+/* Q4_K and Q5_K: eight sub-blocks of 32, x = d * scale * q - dmin * min, with q the 4-bit quant
+ * plus, for Q5_K (qh not NULL), a fifth bit from qh. Always inlined with qh constant, so each
+ * format gets its own loop without the test. */
+static inline __attribute__((always_inline)) void dequant_k45(const uint8_t *scales, uint16_t d16,
+                                                              uint16_t dmin16, const uint8_t *ql,
+                                                              const uint8_t *qh, float *restrict y)
+{
+    const float d = nvl_fp16_to_fp32(d16);
+    const float min = nvl_fp16_to_fp32(dmin16);
+    uint8_t u1 = 1, u2 = 2;
+
+    for (int j = 0, is = 0; j < NVL_QK_K; j += 64, is += 2) {
+        uint8_t sc, m;
+
+        get_scale_min_k4(is + 0, scales, &sc, &m);
+        const float d1 = d * sc, m1 = min * m;
+        get_scale_min_k4(is + 1, scales, &sc, &m);
+        const float d2 = d * sc, m2 = min * m;
+
+        for (int l = 0; l < 32; l++)
+            y[l] = d1 * (float)((ql[l] & 0xF) + (qh && (qh[l] & u1) ? 16 : 0)) - m1;
+        for (int l = 0; l < 32; l++)
+            y[l + 32] = d2 * (float)((ql[l] >> 4) + (qh && (qh[l] & u2) ? 16 : 0)) - m2;
+        y += 64;
+        ql += 32;
+        u1 = (uint8_t)(u1 << 2);
+        u2 = (uint8_t)(u2 << 2);
+    }
+}
+
 void nvl__dequant_q4_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q4_K *x = src;
-    const int64_t nb = n / NVL_QK_K;
-    float *y = dst;
 
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *q = x[i].qs;
-        const float d = nvl_fp16_to_fp32(x[i].d);
-        const float min = nvl_fp16_to_fp32(x[i].dmin);
-
-        for (int j = 0, is = 0; j < NVL_QK_K; j += 64, is += 2) {
-            uint8_t sc, m;
-
-            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-
-            for (int l = 0; l < 32; l++)
-                y[l] = d1 * (float)(q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; l++)
-                y[l + 32] = d2 * (float)(q[l] >> 4) - m2;
-            y += 64;
-            q += 32;
-        }
-    }
+    for (int64_t i = 0; i < n / NVL_QK_K; i++)
+        dequant_k45(x[i].scales, x[i].d, x[i].dmin, x[i].qs, NULL, dst + i * NVL_QK_K);
 }
 
 void nvl__dequant_q5_K(const void *restrict src, float *restrict dst, int64_t n)
 {
     const struct nvl_block_q5_K *x = src;
-    const int64_t nb = n / NVL_QK_K;
-    float *y = dst;
 
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *ql = x[i].qs;
-        const uint8_t *qh = x[i].qh;
-        const float d = nvl_fp16_to_fp32(x[i].d);
-        const float min = nvl_fp16_to_fp32(x[i].dmin);
-        uint8_t u1 = 1, u2 = 2;
-
-        for (int j = 0, is = 0; j < NVL_QK_K; j += 64, is += 2) {
-            uint8_t sc, m;
-
-            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-
-            for (int l = 0; l < 32; l++)
-                y[l] = d1 * (float)((ql[l] & 0xF) + ((qh[l] & u1) ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++)
-                y[l + 32] = d2 * (float)((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
-            y += 64;
-            ql += 32;
-            u1 = (uint8_t)(u1 << 2);
-            u2 = (uint8_t)(u2 << 2);
-        }
-    }
+    for (int64_t i = 0; i < n / NVL_QK_K; i++)
+        dequant_k45(x[i].scales, x[i].d, x[i].dmin, x[i].qs, x[i].qh, dst + i * NVL_QK_K);
 }
 
 void nvl__dequant_q6_K(const void *restrict src, float *restrict dst, int64_t n)
@@ -225,56 +206,48 @@ void nvl__dequant_q8_K(const void *restrict src, float *restrict dst, int64_t n)
             dst[i * NVL_QK_K + j] = x[i].d * (float)x[i].qs[j];
 }
 
-/* ggml's make_qx_quants with rmse_type 1: symmetric quants in [-nmax, nmax - 1] (stored biased by
- * nmax in L); tries 19 scales around -nmax / max and keeps the one with the best x^2-weighted
- * fit. Returns the scale. */
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
+/* Quants of x at inverse scale iscale, clamped to [-nmax, nmax - 1] and stored biased by nmax in
+ * L, and the x^2-weighted sums of the least-squares fit: *sumlx = sum(w x l), *suml2 = sum(w l^2).
+ */
+static void qx_fit(int n, int nmax, const float *x, float iscale, int8_t *L, float *sumlx,
+                   float *suml2)
 {
-    float max = 0, amax = 0, sumlx = 0, suml2 = 0, scale, best, iscale;
+    float slx = 0, sl2 = 0;
 
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    iscale = -nmax / max;
     for (int i = 0; i < n; i++) {
         int l = nearest_int(iscale * x[i]);
         const float w = x[i] * x[i];
 
         l = MAX(-nmax, MIN(nmax - 1, l));
         L[i] = (int8_t)(l + nmax);
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
+        slx += w * x[i] * l;
+        sl2 += w * l * l;
     }
+    *sumlx = slx;
+    *suml2 = sl2;
+}
+
+/* ggml's make_qx_quants with rmse_type 1: symmetric quants in [-nmax, nmax - 1] (stored biased by
+ * nmax in L); tries 19 scales around -nmax / max and keeps the one with the best x^2-weighted
+ * fit. Laux is scratch of n. Returns the scale. */
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, int8_t *Laux)
+{
+    float amax, sumlx, suml2, scale, best;
+    const float max = nvl__max_magnitude(x, n, &amax);
+
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    qx_fit(n, nmax, x, -nmax / max, L, &sumlx, &suml2);
     scale = suml2 ? sumlx / suml2 : 0.0f;
     best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
         if (is == 0)
             continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            int l = nearest_int(iscale * x[i]);
-            const float w = x[i] * x[i];
-
-            l = MAX(-nmax, MIN(nmax - 1, l));
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
+        qx_fit(n, nmax, x, -(nmax + 0.1f * is) / max, Laux, &sumlx, &suml2);
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                const int l = nearest_int(iscale * x[i]);
-
-                L[i] = (int8_t)(nmax + MAX(-nmax, MIN(nmax - 1, l)));
-            }
+            memcpy(L, Laux, (size_t)n);
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
@@ -433,7 +406,7 @@ void nvl__quant_q6_K(const float *restrict src, void *restrict dst, int64_t n)
 {
     struct nvl_block_q6_K *y = dst;
     const int64_t nb = n / NVL_QK_K;
-    int8_t L[NVL_QK_K];
+    int8_t L[NVL_QK_K], Laux[16];
     float scales[NVL_QK_K / 16];
 
     for (int64_t i = 0; i < nb; i++) {
@@ -442,7 +415,7 @@ void nvl__quant_q6_K(const float *restrict src, void *restrict dst, int64_t n)
         uint8_t *ql = y[i].ql, *qh = y[i].qh;
 
         for (int ib = 0; ib < NVL_QK_K / 16; ib++) {
-            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, Laux);
             if (fabsf(scales[ib]) > max_abs_scale) {
                 max_abs_scale = fabsf(scales[ib]);
                 max_scale = scales[ib];
@@ -497,16 +470,9 @@ void nvl__quant_q8_K(const float *restrict src, void *restrict dst, int64_t n)
 
     for (int64_t i = 0; i < nb; i++) {
         const float *x = src + i * NVL_QK_K;
-        float max = 0, amax = 0, iscale;
+        float amax, iscale;
+        const float max = nvl__max_magnitude(x, NVL_QK_K, &amax);
 
-        for (int j = 0; j < NVL_QK_K; j++) {
-            const float ax = fabsf(x[j]);
-
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
         if (!amax) {
             memset(&y[i], 0, sizeof(y[i]));
             continue;

@@ -2,6 +2,7 @@
 #include "nvl_model/quant.h"
 
 #include <errno.h>
+#include <string.h>
 #include <strings.h>
 
 #include "quant_internal.h"
@@ -99,111 +100,65 @@ int nvl_ggml_row_size(uint32_t type, uint64_t n, uint64_t *bytes)
     return 0;
 }
 
-int nvl_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
+static void copy_f32_dequant(const void *restrict src, float *restrict dst, int64_t n)
+{
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void copy_f32_quant(const float *restrict src, void *restrict dst, int64_t n)
+{
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+/* Row kernels by type; a type has one exactly when its traits say can_dequantize / can_quantize
+ * (test_quant checks the two tables agree). */
+static const struct {
+    void (*dequant)(const void *restrict src, float *restrict dst, int64_t n);
+    void (*quant)(const float *restrict src, void *restrict dst, int64_t n);
+} row_kernels[NVL_GGML_TYPE_COUNT] = {
+    [NVL_GGML_TYPE_F32] = {copy_f32_dequant, copy_f32_quant},
+    [NVL_GGML_TYPE_F16] = {nvl__dequant_f16, nvl__quant_f16},
+    [NVL_GGML_TYPE_BF16] = {nvl__dequant_bf16, nvl__quant_bf16},
+    [NVL_GGML_TYPE_Q4_0] = {nvl__dequant_q4_0, nvl__quant_q4_0},
+    [NVL_GGML_TYPE_Q4_1] = {nvl__dequant_q4_1, nvl__quant_q4_1},
+    [NVL_GGML_TYPE_Q5_0] = {nvl__dequant_q5_0, nvl__quant_q5_0},
+    [NVL_GGML_TYPE_Q5_1] = {nvl__dequant_q5_1, nvl__quant_q5_1},
+    [NVL_GGML_TYPE_Q8_0] = {nvl__dequant_q8_0, nvl__quant_q8_0},
+    [NVL_GGML_TYPE_Q8_1] = {nvl__dequant_q8_1, nvl__quant_q8_1},
+    [NVL_GGML_TYPE_Q2_K] = {nvl__dequant_q2_K, NULL},
+    [NVL_GGML_TYPE_Q3_K] = {nvl__dequant_q3_K, NULL},
+    [NVL_GGML_TYPE_Q4_K] = {nvl__dequant_q4_K, nvl__quant_q4_K},
+    [NVL_GGML_TYPE_Q5_K] = {nvl__dequant_q5_K, NULL},
+    [NVL_GGML_TYPE_Q6_K] = {nvl__dequant_q6_K, nvl__quant_q6_K},
+    [NVL_GGML_TYPE_Q8_K] = {nvl__dequant_q8_K, nvl__quant_q8_K},
+};
+
+/* The kernels run only on whole blocks of a known type. */
+static int row_check(uint32_t type, int64_t n, bool can)
 {
     const struct nvl_ggml_type_traits *t = nvl_ggml_type_traits(type);
 
-    if (!t || !t->can_dequantize)
+    if (!t || !can)
         return -ENOTSUP;
     if (n < 0 || n % t->block_size)
         return -EINVAL;
-    switch (type) {
-    case NVL_GGML_TYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return 0;
-    case NVL_GGML_TYPE_F16:
-        nvl__dequant_f16(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_BF16:
-        nvl__dequant_bf16(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q4_0:
-        nvl__dequant_q4_0(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q4_1:
-        nvl__dequant_q4_1(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q5_0:
-        nvl__dequant_q5_0(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q5_1:
-        nvl__dequant_q5_1(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q8_0:
-        nvl__dequant_q8_0(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q8_1:
-        nvl__dequant_q8_1(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q2_K:
-        nvl__dequant_q2_K(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q3_K:
-        nvl__dequant_q3_K(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q4_K:
-        nvl__dequant_q4_K(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q5_K:
-        nvl__dequant_q5_K(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q6_K:
-        nvl__dequant_q6_K(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q8_K:
-        nvl__dequant_q8_K(src, dst, n);
-        return 0;
-    default:
-        return -ENOTSUP;
-    }
+    return 0;
+}
+
+int nvl_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
+{
+    int rc = row_check(type, n, type < NVL_GGML_TYPE_COUNT && row_kernels[type].dequant);
+
+    if (!rc)
+        row_kernels[type].dequant(src, dst, n);
+    return rc;
 }
 
 int nvl_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
 {
-    const struct nvl_ggml_type_traits *t = nvl_ggml_type_traits(type);
+    int rc = row_check(type, n, type < NVL_GGML_TYPE_COUNT && row_kernels[type].quant);
 
-    if (!t || !t->can_quantize)
-        return -ENOTSUP;
-    if (n < 0 || n % t->block_size)
-        return -EINVAL;
-    switch (type) {
-    case NVL_GGML_TYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return 0;
-    case NVL_GGML_TYPE_F16:
-        nvl__quant_f16(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_BF16:
-        nvl__quant_bf16(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q4_0:
-        nvl__quant_q4_0(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q4_1:
-        nvl__quant_q4_1(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q5_0:
-        nvl__quant_q5_0(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q5_1:
-        nvl__quant_q5_1(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q8_0:
-        nvl__quant_q8_0(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q8_1:
-        nvl__quant_q8_1(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q4_K:
-        nvl__quant_q4_K(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q6_K:
-        nvl__quant_q6_K(src, dst, n);
-        return 0;
-    case NVL_GGML_TYPE_Q8_K:
-        nvl__quant_q8_K(src, dst, n);
-        return 0;
-    default:
-        return -ENOTSUP;
-    }
+    if (!rc)
+        row_kernels[type].quant(src, dst, n);
+    return rc;
 }

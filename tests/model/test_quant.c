@@ -177,136 +177,94 @@ static void round_trip(enum nvl_ggml_type t, const float *x, void *q, float *y)
 
 /* ---- legacy 32-element formats ------------------------------------------------------------ */
 
+/* A format's worst-case error for element j of the 32-value block x, derived from the format. */
+typedef double (*bound_fn)(const float *x, int j, int levels);
+
 /* Q8_0: d = amax/127 (fp32), q = round(x/d), stored d16 = fp16(d). Rounding costs d/2, and the
  * stored scale's error at most |q| * |d - d16| <= 127 * d * 2^-11. */
-static void q8_0_error_bound(void **state)
+static double bound_q8_0(const float *x, int j, int levels)
 {
-    float *x = malloc(N_VALUES * 4), *y = malloc(N_VALUES * 4);
-    struct nvl_block_q8_0 *q = malloc(N_VALUES / 32 * sizeof(*q));
+    float amax = 0;
 
-    (void)state;
-    for (int d = 0; d < N_DIST; d++) {
-        fill(x, N_VALUES, (enum dist)d);
-        round_trip(NVL_GGML_TYPE_Q8_0, x, q, y);
-        for (int b = 0; b < N_VALUES / 32; b++) {
-            float amax = 0;
-
-            for (int j = 0; j < 32; j++)
-                amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-            const double step = amax / 127.0;
-            const double bound = step * (0.5 + 127 * FP16_REL) + 127 * FP16_ABS + 1e-12;
-
-            for (int j = 0; j < 32; j++) {
-                const double err = fabs((double)x[b * 32 + j] - y[b * 32 + j]);
-
-                if (err > bound)
-                    fail_msg("dist %d block %d elem %d: |%g - %g| = %g > %g", d, b, j,
-                             x[b * 32 + j], y[b * 32 + j], err, bound);
-            }
-        }
-    }
-    free(x);
-    free(y);
-    free(q);
+    (void)j;
+    for (int i = 0; i < 32; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    const double step = amax / (double)levels;
+    return step * (0.5 + levels * FP16_REL) + levels * FP16_ABS + 1e-12;
 }
 
 /* Q4_0 (and Q5_0 with 16/31 in place of 8/15): d = max/-8 where max is the value of largest
  * magnitude, q = clamp(round(x/d) + 8, 0, 15). The grid d*[-8, 7] reaches -8d = max exactly, but
  * on the other side only 7|d|, so a value near -max loses up to one full step |d|; everything
  * else is within |d|/2. Plus the fp16 scale error: 8 * |d| * 2^-11. */
-static void check_q_0(enum nvl_ggml_type t, int half_levels)
+static double bound_q_0(const float *x, int j, int half_levels)
 {
-    float *x = malloc(N_VALUES * 4), *y = malloc(N_VALUES * 4);
-    void *q = malloc(N_VALUES * 2);
+    float amax = 0;
 
-    for (int d = 0; d < N_DIST; d++) {
-        fill(x, N_VALUES, (enum dist)d);
-        round_trip(t, x, q, y);
-        for (int b = 0; b < N_VALUES / 32; b++) {
-            float amax = 0;
+    for (int i = 0; i < 32; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    const double step = amax / (double)half_levels;
+    const double slack = half_levels * (step * FP16_REL + FP16_ABS) + 1e-12;
+    /* Values within the symmetric part of the grid round to the nearest step. */
+    const bool inner = fabsf(x[j]) <= (half_levels - 1) * step;
 
-            for (int j = 0; j < 32; j++)
-                amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-            const double step = amax / (double)half_levels;
-            const double slack = half_levels * (step * FP16_REL + FP16_ABS) + 1e-12;
-
-            for (int j = 0; j < 32; j++) {
-                const double err = fabs((double)x[b * 32 + j] - y[b * 32 + j]);
-                /* Values within the symmetric part of the grid round to the nearest step. */
-                const bool inner = fabsf(x[b * 32 + j]) <= (half_levels - 1) * step;
-                const double bound = (inner ? step / 2 : step) + slack;
-
-                if (err > bound)
-                    fail_msg("%s dist %d block %d elem %d: |%g - %g| = %g > %g",
-                             nvl_ggml_type_name(t), d, b, j, x[b * 32 + j], y[b * 32 + j], err,
-                             bound);
-            }
-        }
-    }
-    free(x);
-    free(y);
-    free(q);
-}
-
-static void q4_0_error_bound(void **state)
-{
-    (void)state;
-    check_q_0(NVL_GGML_TYPE_Q4_0, 8);
-}
-
-static void q5_0_error_bound(void **state)
-{
-    (void)state;
-    check_q_0(NVL_GGML_TYPE_Q5_0, 16);
+    return (inner ? step / 2 : step) + slack;
 }
 
 /* Q4_1 (Q5_1 with 31 levels): d = (max - min)/15, m = min, q = round((x - min)/d). The grid spans
  * [min, max] exactly, so rounding costs d/2; fp16 storage of d and m adds 15 * d * 2^-11 and
  * |min| * 2^-11. */
-static void check_q_1(enum nvl_ggml_type t, int levels)
+static double bound_q_1(const float *x, int j, int levels)
 {
+    float mn = INFINITY, mx = -INFINITY;
+
+    (void)j;
+    for (int i = 0; i < 32; i++) {
+        mn = fminf(mn, x[i]);
+        mx = fmaxf(mx, x[i]);
+    }
+    const double step = ((double)mx - mn) / levels;
+    return step * (0.5 + levels * FP16_REL) + fabs(mn) * FP16_REL + (levels + 1) * FP16_ABS + 1e-12;
+}
+
+struct legacy_case {
+    enum nvl_ggml_type type;
+    int levels;
+    bound_fn bound;
+};
+
+static const struct legacy_case case_q8_0 = {NVL_GGML_TYPE_Q8_0, 127, bound_q8_0};
+static const struct legacy_case case_q4_0 = {NVL_GGML_TYPE_Q4_0, 8, bound_q_0};
+static const struct legacy_case case_q5_0 = {NVL_GGML_TYPE_Q5_0, 16, bound_q_0};
+static const struct legacy_case case_q4_1 = {NVL_GGML_TYPE_Q4_1, 15, bound_q_1};
+static const struct legacy_case case_q5_1 = {NVL_GGML_TYPE_Q5_1, 31, bound_q_1};
+
+/* Every element of every distribution within its format's bound. */
+static void legacy_error_bound(void **state)
+{
+    const struct legacy_case *c = *state;
     float *x = malloc(N_VALUES * 4), *y = malloc(N_VALUES * 4);
     void *q = malloc(N_VALUES * 2);
 
     for (int d = 0; d < N_DIST; d++) {
         fill(x, N_VALUES, (enum dist)d);
-        round_trip(t, x, q, y);
+        round_trip(c->type, x, q, y);
         for (int b = 0; b < N_VALUES / 32; b++) {
-            float mn = INFINITY, mx = -INFINITY;
+            const float *xb = x + b * 32, *yb = y + b * 32;
 
             for (int j = 0; j < 32; j++) {
-                mn = fminf(mn, x[b * 32 + j]);
-                mx = fmaxf(mx, x[b * 32 + j]);
-            }
-            const double step = ((double)mx - mn) / levels;
-            const double bound = step * (0.5 + levels * FP16_REL) + fabs(mn) * FP16_REL +
-                                 (levels + 1) * FP16_ABS + 1e-12;
-
-            for (int j = 0; j < 32; j++) {
-                const double err = fabs((double)x[b * 32 + j] - y[b * 32 + j]);
+                const double err = fabs((double)xb[j] - yb[j]);
+                const double bound = c->bound(xb, j, c->levels);
 
                 if (err > bound)
                     fail_msg("%s dist %d block %d elem %d: |%g - %g| = %g > %g",
-                             nvl_ggml_type_name(t), d, b, j, x[b * 32 + j], y[b * 32 + j], err,
-                             bound);
+                             nvl_ggml_type_name(c->type), d, b, j, xb[j], yb[j], err, bound);
             }
         }
     }
     free(x);
     free(y);
     free(q);
-}
-
-static void q4_1_error_bound(void **state)
-{
-    (void)state;
-    check_q_1(NVL_GGML_TYPE_Q4_1, 15);
-}
-
-static void q5_1_error_bound(void **state)
-{
-    (void)state;
-    check_q_1(NVL_GGML_TYPE_Q5_1, 31);
 }
 
 /* ---- K-quants ----------------------------------------------------------------------------- */
@@ -321,6 +279,27 @@ static void k4_scale_min(const uint8_t *s, int j, int *sc, int *m)
         *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
         *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
     }
+}
+
+/* Checks that each of the n values xs came back (as ys) at the nearest point of the grid
+ * s * l - off, l in [lo, hi]; returns the squared error of the sub-block. */
+static double check_nearest(const char *what, int dist, int b, int sub, const float *xs,
+                            const float *ys, int n, double s, double off, int lo, int hi)
+{
+    double se = 0;
+
+    for (int l = 0; l < n; l++) {
+        double l_ref = s != 0 ? nearbyint((xs[l] + off) / s) : 0;
+        l_ref = fmin(hi, fmax(lo, l_ref));
+        const double best = fabs(xs[l] - (s * l_ref - off));
+        const double err = fabs((double)xs[l] - ys[l]);
+
+        if (err > best + 1e-6 * fabs(s) + 1e-30)
+            fail_msg("%s dist %d block %d sub %d elem %d: err %g, nearest grid point gives %g",
+                     what, dist, b, sub, l, err, best);
+        se += err * err;
+    }
+    return se;
 }
 
 /* K-quant scales come from a weighted least-squares search and are then rounded to 6 (Q4_K) or
@@ -354,19 +333,8 @@ static void q4_K_error_bound(void **state)
                 int sc, m;
 
                 k4_scale_min(q[b].scales, j, &sc, &m);
-                const double s = dd * sc, off = dmin * m;
+                se += check_nearest("q4_K", d, b, j, xs, ys, 32, dd * sc, dmin * m, 0, 15);
                 for (int l = 0; l < 32; l++) {
-                    /* Nearest grid point s*l - off, l in [0, 15]. */
-                    double l_ref = s > 0 ? nearbyint((xs[l] + off) / s) : 0;
-                    l_ref = fmin(15, fmax(0, l_ref));
-                    const double best = fabs(xs[l] - (s * l_ref - off));
-                    const double err = fabs((double)xs[l] - ys[l]);
-
-                    if (err > best + 1e-6 * s + 1e-30)
-                        fail_msg("q4_K dist %d block %d sub %d elem %d: err %g, nearest grid "
-                                 "point gives %g",
-                                 d, b, j, l, err, best);
-                    se += err * err;
                     mn = fminf(mn, xs[l]);
                     mx = fmaxf(mx, xs[l]);
                 }
@@ -402,22 +370,11 @@ static void q6_K_error_bound(void **state)
 
             for (int j = 0; j < 16; j++) {
                 const float *xs = x + b * 256 + j * 16, *ys = y + b * 256 + j * 16;
-                const double s = dd * q[b].scales[j];
                 float amax = 0;
 
-                for (int l = 0; l < 16; l++) {
-                    double l_ref = s != 0 ? nearbyint(xs[l] / s) : 0;
-                    l_ref = fmin(31, fmax(-32, l_ref));
-                    const double best = fabs(xs[l] - s * l_ref);
-                    const double err = fabs((double)xs[l] - ys[l]);
-
-                    if (err > best + 1e-6 * fabs(s) + 1e-30)
-                        fail_msg("q6_K dist %d block %d sub %d elem %d: err %g, nearest grid "
-                                 "point gives %g",
-                                 d, b, j, l, err, best);
-                    se += err * err;
+                se += check_nearest("q6_K", d, b, j, xs, ys, 16, dd * q[b].scales[j], 0, -32, 31);
+                for (int l = 0; l < 16; l++)
                     amax = fmaxf(amax, fabsf(xs[l]));
-                }
                 ideal += 16 * pow(amax / 31.5, 2) / 12;
             }
         }
@@ -512,23 +469,44 @@ static void type_table(void **state)
     assert_int_equal(nvl_dequantize_row(NVL_GGML_TYPE_IQ2_XXS, b, f, 256), -ENOTSUP);
     assert_int_equal(nvl_quantize_row(NVL_GGML_TYPE_Q3_K, f, b, 256), -ENOTSUP);
     assert_int_equal(nvl_quantize_row(NVL_GGML_TYPE_Q8_0, f, b, -32), -EINVAL);
+    /* The traits' flags say what the row functions do: one block of every type. */
+    memset(f, 0, sizeof(f));
+    memset(b, 0, sizeof(b));
     for (uint32_t i = 0; i < NVL_GGML_TYPE_COUNT; i++) {
         const struct nvl_ggml_type_traits *tr = nvl_ggml_type_traits(i);
 
-        if (tr)
-            assert_true(!tr->can_quantize || tr->can_dequantize);
+        if (!tr)
+            continue;
+        assert_true(!tr->can_quantize || tr->can_dequantize);
+        assert_true(tr->block_size <= 256 && tr->type_size <= sizeof(b));
+        assert_int_equal(nvl_quantize_row(i, f, b, tr->block_size),
+                         tr->can_quantize ? 0 : -ENOTSUP);
+        assert_int_equal(nvl_dequantize_row(i, b, f, tr->block_size),
+                         tr->can_dequantize ? 0 : -ENOTSUP);
     }
 }
+
+/* A legacy_error_bound test named after its format. */
+#define LEGACY_TEST(t)                                                                             \
+    {                                                                                              \
+#t "_error_bound", legacy_error_bound, NULL, NULL, (void *)&case_##t                       \
+    }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(fp16_exhaustive),  cmocka_unit_test(fp16_rounding),
-        cmocka_unit_test(bf16_exhaustive),  cmocka_unit_test(q8_0_error_bound),
-        cmocka_unit_test(q4_0_error_bound), cmocka_unit_test(q5_0_error_bound),
-        cmocka_unit_test(q4_1_error_bound), cmocka_unit_test(q5_1_error_bound),
-        cmocka_unit_test(q4_K_error_bound), cmocka_unit_test(q6_K_error_bound),
-        cmocka_unit_test(q8_K_round_trip),  cmocka_unit_test(half_round_trip),
+        cmocka_unit_test(fp16_exhaustive),
+        cmocka_unit_test(fp16_rounding),
+        cmocka_unit_test(bf16_exhaustive),
+        LEGACY_TEST(q8_0),
+        LEGACY_TEST(q4_0),
+        LEGACY_TEST(q5_0),
+        LEGACY_TEST(q4_1),
+        LEGACY_TEST(q5_1),
+        cmocka_unit_test(q4_K_error_bound),
+        cmocka_unit_test(q6_K_error_bound),
+        cmocka_unit_test(q8_K_round_trip),
+        cmocka_unit_test(half_round_trip),
         cmocka_unit_test(type_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
