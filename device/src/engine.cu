@@ -50,9 +50,12 @@ struct warp_state {
     /* 16-byte aligned: nvl_dev_sq_copy moves it with 16-byte vector loads. */
     alignas(16) struct nvme_sqe stage[32];
     struct seg seg[32];
-    uint16_t new_cid[32];
-    uint16_t reap_cid[32];
-    uint8_t reap_ok[32];
+    /* The CIDs of a submit batch, as bitmap words (nvme_cid_alloc_word): lane i takes the i-th
+     * CID counting through new_mask[0], new_mask[1], ... */
+    uint64_t new_mask[32];
+    uint32_t new_word[32];
+    uint32_t n_new_words;
+    uint64_t reap_spurious; /* bits of the word just given back that were not in flight */
     uint32_t n_seg;
     uint32_t n_new;
     uint32_t want;
@@ -279,6 +282,40 @@ static __device__ uint32_t claim(struct warp_state *w, const struct nvl_engine_p
     return got;
 }
 
+/* Warp-collective: gives back the CIDs named by the n CQEs in the lanes' e (lane < n), a bitmap
+ * word at a time (nvme_cid_free_word), and returns, per lane, whether its completion is valid:
+ * for this SQ, and naming a CID in flight that no lower lane of this batch names too. A CID
+ * named twice in one batch must not pass twice; __match_any_sync finds the repeats (the later
+ * lanes lose), which nvme_cid_free_word cannot see in a merged mask. */
+static __device__ bool reap_free_cids(struct warp_state *w, uint32_t lane, uint32_t n,
+                                      const struct nvl_dev_cqe_tail &e)
+{
+    bool mine = lane < n && e.sqid == w->sq.qid;
+    /* Lanes without a CID of their own get keys no CID can have, so they match nobody. */
+    uint32_t key = mine ? (uint32_t)e.cid : 0x10000u + lane;
+    uint32_t peers = __match_any_sync(FULL_MASK, key), word = key / 64u, bit = key % 64u;
+    bool cand = mine && (peers & ((1u << lane) - 1u)) == 0 && e.cid < w->cids.count;
+    bool ok = false;
+    uint32_t pending = __ballot_sync(FULL_MASK, cand);
+
+    while (pending) {
+        uint32_t wd = __shfl_sync(FULL_MASK, word, (uint32_t)__ffs(pending) - 1u);
+        bool in = cand && word == wd;
+        uint32_t lo = __reduce_or_sync(FULL_MASK, in && bit < 32u ? 1u << bit : 0u);
+        uint32_t hi = __reduce_or_sync(FULL_MASK, in && bit >= 32u ? 1u << (bit - 32u) : 0u);
+
+        if (lane == 0)
+            w->reap_spurious =
+                nvme_cid_free_word(&w->cids, wd, ((uint64_t)hi << 32) | (uint64_t)lo);
+        __syncwarp();
+        if (in)
+            ok = !((w->reap_spurious >> bit) & 1u);
+        pending &= ~__ballot_sync(FULL_MASK, in);
+        __syncwarp();
+    }
+    return ok;
+}
+
 /* Warp-collective: reaps completions (up to 8 polls of 32) and rings the CQ head doorbell once.
  * Returns the number of CQEs consumed. */
 static __device__ uint32_t reap(struct warp_state *w, const struct nvl_engine_params &p,
@@ -289,6 +326,7 @@ static __device__ uint32_t reap(struct warp_state *w, const struct nvl_engine_pa
     for (round = 0; round < 8u; round++) {
         struct nvl_dev_cqe_tail e;
         uint32_t n = nvl_dev_cq_poll(&w->cq, lane, &e), last_sqhd, errs, bad;
+        bool ok;
 
         if (lane == 0) {
             w->stats.polls++;
@@ -298,28 +336,19 @@ static __device__ uint32_t reap(struct warp_state *w, const struct nvl_engine_pa
         if (n == 0)
             break;
         last_sqhd = __shfl_sync(FULL_MASK, (uint32_t)e.sqhd, n - 1u);
-        if (lane < n)
-            w->reap_cid[lane] = e.sqid == w->sq.qid ? e.cid : (uint16_t)NVME_CID_NONE;
-        __syncwarp();
+        ok = reap_free_cids(w, lane, n, e);
         if (lane == 0) {
-            uint32_t j;
-
-            /* Serial on purpose: two CQEs naming the same CID in one batch must not both
-             * pass (nvme_cid_free refuses a CID that is not in flight). */
-            for (j = 0; j < n; j++) {
-                w->reap_ok[j] = nvme_cid_free(&w->cids, w->reap_cid[j]) == 0;
-                nvme_cq_advance(&w->cq);
-            }
+            nvme_cq_advance_n(&w->cq, n);
             if (nvme_sq_update_head(&w->sq, (uint16_t)last_sqhd) != 0)
                 w->protocol_error = 1;
             w->stats.completions += n;
         }
         __syncwarp();
-        cmds_done_warp(w, p, lane, lane < n && w->reap_ok[lane], e);
-        if (lane < n && !w->reap_ok[lane])
+        cmds_done_warp(w, p, lane, ok, e);
+        if (lane < n && !ok)
             w->protocol_error = 1;
-        errs = __popc(__ballot_sync(FULL_MASK, lane < n && w->reap_ok[lane] && e.status != 0));
-        bad = __popc(__ballot_sync(FULL_MASK, lane < n && !w->reap_ok[lane]));
+        errs = __popc(__ballot_sync(FULL_MASK, ok && e.status != 0));
+        bad = __popc(__ballot_sync(FULL_MASK, lane < n && !ok));
         if (lane == 0) {
             w->stats.errors += errs;
             w->stats.spurious += bad;
@@ -351,12 +380,17 @@ static __device__ uint32_t submit(struct warp_state *w, const struct nvl_engine_
         if (lane == 0) {
             uint32_t want = min(nvme_sq_free(&w->sq), w->cids.count - w->cids.used);
             int any;
-            uint32_t j;
+            uint32_t j, got;
 
             want = min(min(want, 32u), p.max_batch - total);
             n = want ? claim(w, p, want, 0, &any) : 0;
-            for (j = 0; j < n; j++)
-                w->new_cid[j] = nvme_cid_alloc(&w->cids);
+            /* n <= free CIDs (want counts them), so the loop always ends with all n, usually
+             * from one word. */
+            for (j = 0, got = 0; got < n; j++) {
+                w->new_mask[j] = nvme_cid_alloc_word(&w->cids, n - got, &w->new_word[j]);
+                got += nvme__popc64(w->new_mask[j]);
+            }
+            w->n_new_words = j;
             w->n_new = n;
             w->want = want;
         }
@@ -369,8 +403,18 @@ static __device__ uint32_t submit(struct warp_state *w, const struct nvl_engine_
             struct nvl_engine_cmd cmd;
             const struct nvl_engine_buf *b;
             uint64_t prp1, prp2;
-            uint16_t cid = w->new_cid[lane];
-            uint32_t k;
+            uint16_t cid = NVME_CID_NONE;
+            uint32_t k, base = 0;
+
+            for (k = 0; k < w->n_new_words; k++) {
+                uint32_t c = nvme__popc64(w->new_mask[k]);
+
+                if (lane < base + c) {
+                    cid = nvme_cid_of(w->new_word[k], nvme__nth_bit64(w->new_mask[k], lane - base));
+                    break;
+                }
+                base += c;
+            }
 
             for (k = 0; k < w->n_seg; k++) {
                 if (lane >= w->seg[k].lane0 && lane < w->seg[k].lane0 + w->seg[k].n) {

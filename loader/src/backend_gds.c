@@ -8,19 +8,17 @@
  * plain file backend (which does the same POSIX reads without cuFile).
  *
  * Configuration. cuFile reads its settings when it starts, from the JSON file named by
- * CUFILE_ENV_PATH_JSON or else /etc/cufile.json, and both are obeyed. Outside its
- * vanilla_posix_io_mode it checks every registered file the GDS way, even in compatibility mode:
- * cuFileHandleRegister looks the file system's volume up in the udev database (/run/udev), and
- * where that is missing (containers, microVMs such as the accelerator machine) it fails with
- * CU_FILE_HANDLE_NOT_REGISTERED (5027). Vanilla mode (plain POSIX I/O, no file checks; libcufile
- * 1.20 has it, 1.15 does not) is what a machine without nvidia-fs needs, so:
- *   - when no configuration file exists (libcufile from the nvidia-cufile wheel), this backend
- *     writes a private one before the library is loaded and points CUFILE_ENV_PATH_JSON at it:
- *     allow_compat_mode, vanilla_posix_io_mode without nvidia-fs, and its log in the same private
- *     directory, so the last error cuFile logged can be quoted when a call fails;
- *   - when a configuration exists but does not mention vanilla_posix_io_mode and nvidia-fs is
- *     absent, it is asked for with cuFileSetParameterBool before cuFileDriverOpen.
- * A failed registration is explained: the cuFile error by name, what was tried, what to do.
+ * CUFILE_ENV_PATH_JSON or else /etc/cufile.json; both are obeyed. When neither exists (libcufile
+ * from the nvidia-cufile wheel) this backend writes a private one before the library is loaded
+ * and points CUFILE_ENV_PATH_JSON at it: allow_compat_mode, and cuFile's log in the same private
+ * directory, so that the last error cuFile logged can be quoted when a call fails.
+ *
+ * Registration needs udev. Even in compatibility mode, cuFileHandleRegister describes the file's
+ * volume from the udev database (the block device's ID_FS_USAGE property in /run/udev/data).
+ * Where that database is missing (containers without /run/udev, microVMs without udevd, such as
+ * the accelerator machine) it fails with CU_FILE_HANDLE_NOT_REGISTERED (5027): measured there
+ * with libcufile 1.15 and 1.20, and with properties.vanilla_posix_io_mode set. A failed call is
+ * reported with the cuFile error by name, what this machine lacks and what to do.
  *
  * Reads go straight into device destinations with cuFileRead (any byte offset and length:
  * cuFile handles the alignment). Host and slot destinations are read into a device bounce buffer
@@ -61,9 +59,6 @@ struct cufile_descr {
 };
 
 #define CU_FILE_HANDLE_TYPE_OPAQUE_FD 1
-/* CUFileBoolConfigParameter_t (append-only) value of properties.vanilla_posix_io_mode: 12 in
- * libcufile 1.20; older libraries refuse it as out of range. */
-#define CUFILE_PARAM_PROPERTIES_POSIX_IO_MODE 12
 
 struct cufile_api {
     void *lib;
@@ -74,8 +69,6 @@ struct cufile_api {
     void (*handle_deregister)(void *fh);
     ssize_t (*read)(void *fh, void *buf, size_t size, off_t file_off, off_t buf_off);
     struct cufile_error (*get_version)(int *version); /* optional: cuFileGetVersion (12.2+) */
-    /* optional: cuFileSetParameterBool (libcufile 1.14+), before cuFileDriverOpen */
-    struct cufile_error (*set_bool)(int param, bool value);
 };
 
 /* CUfileOpError: CU_FILE_SUCCESS is 0 and every error is CUFILEOP_BASE_ERR (5000) + n; cuFileRead
@@ -173,7 +166,7 @@ static void gds_config_remove(void)
 }
 
 /* Writes the private configuration. */
-static int gds_config_write(bool vanilla)
+static int gds_config_write(void)
 {
     const char *tmp = getenv("TMPDIR");
     FILE *f;
@@ -196,11 +189,9 @@ static int gds_config_write(bool vanilla)
     fprintf(f,
             "{\n"
             "  \"logging\": { \"dir\": \"%s\", \"level\": \"ERROR\" },\n"
-            "  \"properties\": {\n"
-            "    \"allow_compat_mode\": true%s\n"
-            "  }\n"
+            "  \"properties\": { \"allow_compat_mode\": true }\n"
             "}\n",
-            gds_cfg.dir, vanilla ? ",\n    \"vanilla_posix_io_mode\": true" : "");
+            gds_cfg.dir);
     if (fclose(f)) {
         int rc = -errno;
 
@@ -210,9 +201,9 @@ static int gds_config_write(bool vanilla)
     return 0;
 }
 
-/* Takes a reference on cuFile's configuration, writing the private one if nothing else names one
- * (vanilla: nvidia-fs is absent, so ask for plain POSIX mode). src describes what applies. */
-static void gds_config_get(bool vanilla, char *src, size_t src_len)
+/* Takes a reference on cuFile's configuration, writing the private one if nothing else names one.
+ * src describes what applies. */
+static void gds_config_get(char *src, size_t src_len)
 {
     const char *env;
 
@@ -225,15 +216,14 @@ static void gds_config_get(bool vanilla, char *src, size_t src_len)
         snprintf(gds_cfg.src, sizeof(gds_cfg.src), "config CUFILE_ENV_PATH_JSON=%s", env);
     } else if (access("/etc/cufile.json", F_OK) == 0) {
         snprintf(gds_cfg.src, sizeof(gds_cfg.src), "config /etc/cufile.json");
-    } else if (gds_config_write(vanilla)) {
+    } else if (gds_config_write()) {
         snprintf(gds_cfg.src, sizeof(gds_cfg.src), "cuFile's default config (no private one)");
     } else if (setenv("CUFILE_ENV_PATH_JSON", gds_cfg.json, 1)) {
         gds_config_remove();
         snprintf(gds_cfg.src, sizeof(gds_cfg.src), "cuFile's default config (setenv failed)");
     } else {
         gds_cfg.ours = true;
-        snprintf(gds_cfg.src, sizeof(gds_cfg.src), "private config: allow_compat_mode%s",
-                 vanilla ? ", vanilla_posix_io_mode" : "");
+        snprintf(gds_cfg.src, sizeof(gds_cfg.src), "private config: allow_compat_mode");
     }
 out:
     snprintf(src, src_len, "%s", gds_cfg.src);
@@ -308,7 +298,6 @@ static int cufile_load(struct cufile_api *api, char *why, size_t why_len)
     *(void **)&api->handle_deregister = dlsym(api->lib, "cuFileHandleDeregister");
     *(void **)&api->read = dlsym(api->lib, "cuFileRead");
     *(void **)&api->get_version = dlsym(api->lib, "cuFileGetVersion");
-    *(void **)&api->set_bool = dlsym(api->lib, "cuFileSetParameterBool");
     if (!api->driver_open || !api->driver_close || !api->handle_register ||
         !api->handle_deregister || !api->read) {
         snprintf(why, why_len, "unavailable: %s lacks the cuFile entry points", api->soname);
@@ -384,7 +373,7 @@ static int gds_assess(const struct nvl_loader_opts *o, struct cufile_api *api, c
     }
     compat = !nvidia_fs_loaded();
     /* Before the library is loaded: cuFile reads its configuration when it starts. */
-    gds_config_get(compat, cfg, sizeof(cfg));
+    gds_config_get(cfg, sizeof(cfg));
     if (cufile_load(api, why, why_len))
         goto err_put;
     if (compat && !gds_cfg.ours && !cufile_compat_allowed()) {
@@ -463,9 +452,6 @@ struct gds {
     bool driver_open;
     int fd;
     bool direct;
-    /* vanilla_posix_io_mode: from the configuration (1, 0, -1 absent), and whether
-     * cuFileSetParameterBool took it when the configuration does not say (-1: not tried). */
-    int vanilla_cfg, vanilla_set;
     void *fh;
     uint32_t n_threads;
     pthread_t threads[GDS_MAX_THREADS];
@@ -634,28 +620,20 @@ static void gds_register_failed(struct gds *g, struct cufile_error e)
     if (g->api.get_version)
         g->api.get_version(&version);
     hint[0] = '\0';
-    if (g->compat && e.err == CUFILEOP_BASE_ERR + 27) {
-        const char *vanilla =
-            g->vanilla_cfg == 0   ? "the configuration turns vanilla_posix_io_mode off"
-            : g->vanilla_cfg == 1 ? "vanilla_posix_io_mode is on in the configuration, yet this "
-                                    "libcufile still checked the file"
-            : g->vanilla_set == 1 ? "vanilla_posix_io_mode was set, yet this libcufile still "
-                                    "checked the file"
-            : g->vanilla_set == 0 ? "this libcufile has no vanilla_posix_io_mode"
-                                  : "this libcufile cannot be asked for vanilla_posix_io_mode";
-
+    if (e.err == CUFILEOP_BASE_ERR + 27) {
         /* CU_FILE_HANDLE_NOT_REGISTERED from the register call itself: cuFile could not build
-         * its file object, which outside vanilla_posix_io_mode it does from the volume's udev
-         * attributes even when every read will be a POSIX one. */
+         * its file object, which it does from the volume's udev properties. */
+        bool udev = access("/run/udev/data", F_OK) == 0;
+
         snprintf(hint, sizeof(hint),
-                 "; cuFile (version %d) could not describe the file's volume: outside "
-                 "properties.vanilla_posix_io_mode it reads the udev database%s even in "
-                 "compatibility mode, and %s. Remedies: make /run/udev available (containers: "
-                 "--volume /run/udev:/run/udev:ro), use a libcufile that has "
-                 "vanilla_posix_io_mode (1.20 does, 1.15 does not), or use the file backend, "
-                 "which makes the same POSIX reads without cuFile",
-                 version, access("/run/udev/data", F_OK) ? " (/run/udev/data, missing here)" : "",
-                 vanilla);
+                 "; cuFile (version %d) could not describe the file's volume, which it does from "
+                 "the udev database (/run/udev/data, %s) even in compatibility mode. Remedies: "
+                 "%s, or use the file backend, which makes the same POSIX reads without cuFile",
+                 version, udev ? "present, so see cuFile's log" : "missing here",
+                 udev ? "check that udev knows the block device under the file (udevadm info "
+                        "--query=property --name=DEVICE shows ID_FS_USAGE)"
+                      : "run where udev's database exists (containers: --volume "
+                        "/run/udev:/run/udev:ro; VMs: run udevd)");
     }
     nvl_log_error(NVL_LOADER_WHO,
                   "gds: cuFileHandleRegister(%s) failed: %s, CUDA driver error %d (%s, %s, fd "
@@ -690,15 +668,6 @@ static int gds_create(struct nvl_loader *l)
     }
     g->assessed = true;
     g->compat = rc == 1;
-    /* Without nvidia-fs every read is a POSIX one anyway; vanilla mode also skips the GDS file
-     * checks that need the udev database (see the top of the file). A configuration that says
-     * either way is obeyed. */
-    g->vanilla_cfg = cufile_config_bool("vanilla_posix_io_mode");
-    g->vanilla_set = -1;
-    if (g->compat && g->vanilla_cfg < 0 && g->api.set_bool) {
-        e = g->api.set_bool(CUFILE_PARAM_PROPERTIES_POSIX_IO_MODE, true);
-        g->vanilla_set = e.err == 0;
-    }
     e = g->api.driver_open();
     if (e.err) {
         char last[256];
