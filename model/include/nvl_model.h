@@ -8,6 +8,7 @@
 #include "nvl_model/sampler.h"
 #include "nvl_model/chat.h"
 #include "nvl_model/llama.h"
+#include "nvl_model/gpu.h"
 #include "nvl_model/tokenizer.h"
 #include "nvl_model/crc32c.h"
 #include "nvl_model/pack.h"

@@ -52,6 +52,51 @@ static __global__ void k_dequant(const uint8_t *__restrict__ src, uint64_t row_b
     dq_store<O>(dst + r * k + c * 32, v);
 }
 
+/* Plain types, any row length: one thread per element. */
+template <int T, typename O>
+static __global__ void k_dequant_plain(const uint8_t *__restrict__ src, uint64_t row_bytes,
+                                       int64_t rows, int64_t k, const int32_t *__restrict__ ids,
+                                       O *__restrict__ dst)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * k)
+        return;
+    const int64_t r = i / k, c = i % k;
+    const int64_t sr = ids ? ids[r] : r;
+    const uint8_t *p = src + (uint64_t)sr * row_bytes;
+    float v;
+    if (T == NVL_GGML_TYPE_F32)
+        v = ((const float *)p)[c];
+    else if (T == NVL_GGML_TYPE_F16)
+        v = __half2float(((const __half *)p)[c]);
+    else
+        v = __uint_as_float((uint32_t)((const uint16_t *)p)[c] << 16);
+    dst[i] = (O)v;
+}
+
+template <typename O>
+static int dq_launch_plain(enum nvl_ggml_type type, const void *src, uint64_t row_bytes,
+                           int64_t rows, int64_t k, const int32_t *ids, O *dst, cudaStream_t stream)
+{
+    const unsigned g = k_blocks(rows * k, K_THREADS);
+    const uint8_t *s = (const uint8_t *)src;
+    if (type == NVL_GGML_TYPE_F32)
+        k_dequant_plain<NVL_GGML_TYPE_F32, O>
+            <<<g, K_THREADS, 0, stream>>>(s, row_bytes, rows, k, ids, dst);
+    else if (type == NVL_GGML_TYPE_F16)
+        k_dequant_plain<NVL_GGML_TYPE_F16, O>
+            <<<g, K_THREADS, 0, stream>>>(s, row_bytes, rows, k, ids, dst);
+    else
+        k_dequant_plain<NVL_GGML_TYPE_BF16, O>
+            <<<g, K_THREADS, 0, stream>>>(s, row_bytes, rows, k, ids, dst);
+    return nvl__k_launch_check("dequant");
+}
+
+static bool dq_plain(enum nvl_ggml_type type)
+{
+    return type == NVL_GGML_TYPE_F32 || type == NVL_GGML_TYPE_F16 || type == NVL_GGML_TYPE_BF16;
+}
+
 template <typename O>
 static int dq_launch(enum nvl_ggml_type type, const void *src, uint64_t row_bytes, int64_t rows,
                      int64_t k, const int32_t *ids, O *dst, cudaStream_t stream)
@@ -84,9 +129,16 @@ static int dq_launch(enum nvl_ggml_type type, const void *src, uint64_t row_byte
 extern "C" int nvl__k_dequant(enum nvl_ggml_type type, const void *src, uint64_t row_bytes,
                               int64_t rows, int64_t k, void *dst, bool dst_f16, cudaStream_t stream)
 {
+    if (!nvl__k_type_supported(type) || rows < 1 || k < 1)
+        return -EINVAL;
+    if (dq_plain(type)) {
+        if (dst_f16)
+            return dq_launch_plain<__half>(type, src, row_bytes, rows, k, NULL, (__half *)dst,
+                                           stream);
+        return dq_launch_plain<float>(type, src, row_bytes, rows, k, NULL, (float *)dst, stream);
+    }
     /* Whole 32-element chunks, and 16-byte aligned output rows. */
-    if (!nvl__k_type_supported(type) || rows < 1 || k < 32 || k % 32 ||
-        k % nvl_ggml_block_size(type) || ((uintptr_t)dst & 15))
+    if (k % 32 || k % nvl_ggml_block_size(type) || ((uintptr_t)dst & 15))
         return -EINVAL;
     if (dst_f16)
         return dq_launch<__half>(type, src, row_bytes, rows, k, NULL, (__half *)dst, stream);
@@ -97,8 +149,11 @@ extern "C" int nvl__k_get_rows(enum nvl_ggml_type type, const void *table, uint6
                                int64_t k, const int32_t *ids, int32_t n, float *dst,
                                cudaStream_t stream)
 {
-    if (!nvl__k_type_supported(type) || n < 1 || k < 32 || k % 32 ||
-        k % nvl_ggml_block_size(type) || ((uintptr_t)dst & 15))
+    if (!nvl__k_type_supported(type) || n < 1 || k < 1)
+        return -EINVAL;
+    if (dq_plain(type))
+        return dq_launch_plain<float>(type, table, row_bytes, n, k, ids, dst, stream);
+    if (k % 32 || k % nvl_ggml_block_size(type) || ((uintptr_t)dst & 15))
         return -EINVAL;
     return dq_launch<float>(type, table, row_bytes, n, k, ids, dst, stream);
 }

@@ -71,7 +71,7 @@ void nvl__k_gemm_destroy(struct nvl_k_gemm *g)
 
 extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_t stream)
 {
-    if (mm->n_tok < 1 || mm->rows < 1 || mm->k < 32 || mm->k % 32)
+    if (mm->n_tok < 1 || mm->rows < 1 || mm->k < 1 || mm->k % nvl_ggml_block_size(mm->type))
         return -EINVAL;
     const size_t xe = (size_t)mm->n_tok * (size_t)mm->k;
     if (xe > g->x16_elems) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cpu_ops.h"
+#include "llama_gpu.h"
 #include "llama_internal.h"
 #include "threadpool.h"
 
@@ -22,6 +23,8 @@
  * cache a CPU session rarely wants. */
 #define SESSION_DEFAULT_CTX   4096
 #define SESSION_DEFAULT_BATCH 64
+/* A GPU pass costs little more for 512 tokens than for 64 (the products run on tensor cores). */
+#define SESSION_DEFAULT_GPU_BATCH 512
 
 struct nvl_session {
     struct nvl_llama_model *model;
@@ -54,6 +57,8 @@ struct nvl_session {
     float *dequant;           /* [n_threads][max_k] dequantized weight row per thread */
     int64_t max_k;
 
+    struct nvl_gpu_session *gpu; /* the GPU half of a GPU session (llama_gpu_session.c) */
+
     float *logits; /* [logits_cap][n_vocab] */
     int32_t logits_cap;
     int32_t logits_first; /* index (in the last eval) of the first token with logits */
@@ -84,7 +89,7 @@ int nvl_session_create(struct nvl_llama_model *model, const struct nvl_session_p
     if (p.n_threads == 0)
         p.n_threads = online_cpus();
     if (p.n_batch == 0)
-        p.n_batch = SESSION_DEFAULT_BATCH;
+        p.n_batch = p.gpu ? SESSION_DEFAULT_GPU_BATCH : SESSION_DEFAULT_BATCH;
     if (p.n_batch > p.n_ctx)
         p.n_batch = p.n_ctx;
 
@@ -99,6 +104,26 @@ int nvl_session_create(struct nvl_llama_model *model, const struct nvl_session_p
     s->kv_f32 = p.kv_f32;
     s->f32_act = p.f32_activations;
     s->kv_elem = p.kv_f32 ? sizeof(float) : sizeof(uint16_t);
+
+    if (p.gpu) {
+        /* The GPU session keeps its cache and scratch in VRAM; the CPU side keeps only the token
+         * list and the logits. */
+        int rc = -EINVAL;
+        if (p.kv_f32 || p.f32_activations)
+            goto err_destroy_gpu_session;
+        rc = -ENOMEM;
+        s->tokens = malloc((size_t)p.n_ctx * sizeof(*s->tokens));
+        if (!s->tokens)
+            goto err_destroy_gpu_session;
+        rc = nvl__gpu_session_create(p.gpu, p.n_ctx, p.n_batch, &s->gpu);
+        if (rc)
+            goto err_destroy_gpu_session;
+        *out = s;
+        return 0;
+    err_destroy_gpu_session:
+        nvl_session_destroy(s);
+        return rc;
+    }
 
     const size_t B = (size_t)p.n_batch;
     const size_t e = (size_t)hp->n_embd, qd = (size_t)hp->n_head * (size_t)hp->head_dim;
@@ -142,6 +167,7 @@ void nvl_session_destroy(struct nvl_session *s)
 {
     if (!s)
         return;
+    nvl__gpu_session_destroy(s->gpu);
     nvl_threadpool_destroy(s->pool);
     free(s->k_cache);
     free(s->v_cache);
@@ -551,7 +577,14 @@ int nvl_session_eval(struct nvl_session *s, const int32_t *tokens, int32_t n, bo
         } else if (last) {
             out_first = nb - 1;
         }
-        batch_forward(s, tokens + b, nb, s->n_past, out_first, out);
+        if (s->gpu) {
+            const int rc =
+                nvl__gpu_session_forward(s->gpu, tokens + b, nb, s->n_past, out_first, out);
+            if (rc)
+                return rc;
+        } else {
+            batch_forward(s, tokens + b, nb, s->n_past, out_first, out);
+        }
         memcpy(s->tokens + s->n_past, tokens + b, (size_t)nb * sizeof(*tokens));
         s->n_past += nb;
     }

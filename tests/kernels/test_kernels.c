@@ -234,6 +234,8 @@ static void test_matvec(void)
         check_matvec(mv_types[i], 4096, 77, 5, true);
         if (nvl_ggml_block_size(mv_types[i]) == 32 || nvl_ggml_block_size(mv_types[i]) == 1)
             check_matvec(mv_types[i], 576, 65, 2, false); /* one-block units (SmolLM2 rows) */
+        if (nvl_ggml_block_size(mv_types[i]) == 1)
+            check_matvec(mv_types[i], 172, 64, 3, true); /* stories260K's n_ff */
     }
 }
 
@@ -293,14 +295,16 @@ static void test_dequant(void)
 
 static void test_gemm(void)
 {
-    const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_F16, NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q8_0,
-                                        NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q6_K};
-    const int64_t k = 1024, rows = 300;
+    const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_F16,  NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q8_0,
+                                        NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q6_K, NVL_GGML_TYPE_F32};
+    const int64_t rows = 300;
     const int32_t n_tok = 37;
     struct nvl_k_gemm *g;
     /* A small scratch: the product goes through several row chunks. */
     CHECK(nvl__k_gemm_create(128 * 1024 * sizeof(uint16_t), &g) == 0, "gemm create");
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        /* stories260K's n_ff: rows that are not whole 32-element chunks */
+        const int64_t k = types[i] == NVL_GGML_TYPE_F32 ? 172 : 1024;
         uint64_t rb;
         uint8_t *w = ku_matrix(types[i], rows, k, &rb);
         float *x = malloc((size_t)(k * n_tok) * sizeof(float));

@@ -10,17 +10,12 @@
 #include "nvinfer.h"
 #include "serve.h"
 
-/* Why the CPU backend runs, for -v. The GPU backend does not exist yet; once it does, this is
- * where the choice between them is made and explained. */
-static const char *backend_reason(void)
+/* Why the CPU backend runs, for -v (gpu.c makes the choice). */
+static const char *backend_reason(const struct nvinfer_opts *o, char *buf, size_t len)
 {
-#if defined(NVL_HAVE_CUDA)
-    if (access("/dev/nvidia0", F_OK) == 0)
-        return "a GPU is present, but this build has no GPU inference backend yet";
-    return "no GPU found";
-#else
-    return "built without CUDA";
-#endif
+    if (nvinfer_gpu_wanted(o, buf, len))
+        return "the GPU backend cannot run this model";
+    return buf;
 }
 
 static void print_type_counts(const struct nvl_gguf *g)
@@ -50,9 +45,14 @@ static void print_verbose(const struct nvinfer_opts *o, const struct nvinfer_mod
     const double kv_bytes =
         2.0 * hp->n_layer * n_ctx * hp->n_head_kv * hp->head_dim * (o->kv_f32 ? 4.0 : 2.0);
 
-    fprintf(stderr, "nvinfer: backend: cpu, %d threads, %s kernels (%s)\n",
-            nvl_session_n_threads(m->session), nvl_llama_cpu_kernels(), backend_reason());
-    if (!o->nvme && !o->sim) /* drive.c reports its own data path */
+    char why[256] = "";
+    if (m->gpu)
+        nvinfer_gpu_print_verbose(o, m);
+    else
+        fprintf(stderr, "nvinfer: backend: cpu, %d threads, %s kernels (%s)\n",
+                nvl_session_n_threads(m->session), nvl_llama_cpu_kernels(),
+                backend_reason(o, why, sizeof(why)));
+    if (!o->nvme && !o->sim && !m->gpu) /* drive.c and gpu.c report their own data path */
         fprintf(stderr,
                 "nvinfer: data path: weights mmap'd read-only from %s and read through the page "
                 "cache; the NVMe loader paths need the GPU backend\n",
@@ -85,7 +85,12 @@ int nvinfer_model_open(const struct nvinfer_opts *o, struct nvinfer_model *m)
     memset(m, 0, sizeof(*m));
     char err[512] = "";
     int rc;
-    if (o->nvme || o->sim) {
+    rc = nvinfer_gpu_load_model(o, m); /* --sim on a plain GGUF file for the GPU */
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        /* loaded */
+    } else if (o->nvme || o->sim) {
         if (nvinfer_drive_load(o, &m->model))
             return -1;
     } else if ((rc = nvl_llama_load(o->model, &m->model, err, sizeof(err)))) {
@@ -125,8 +130,12 @@ int nvinfer_model_open(const struct nvinfer_opts *o, struct nvinfer_model *m)
         if (nvl_vocab_is_eog(m->vocab, (int32_t)id))
             m->eog[m->n_eog++] = (int32_t)id;
 
+    if (nvinfer_gpu_wanted(o, NULL, 0) && nvinfer_gpu_open(o, m) < 0)
+        goto err_close;
+
     struct nvl_session_params sp;
     nvl_session_params_default(&sp);
+    sp.gpu = m->gpu;
     sp.n_ctx = o->n_ctx;
     sp.n_threads = o->n_threads;
     sp.n_batch = o->n_batch;
@@ -149,6 +158,7 @@ err_close:
 void nvinfer_model_close(struct nvinfer_model *m)
 {
     nvl_session_destroy(m->session);
+    nvinfer_gpu_close(m);
     nvl_chat_template_destroy(m->tmpl);
     free(m->eog);
     nvl_vocab_destroy(m->vocab);
@@ -171,7 +181,7 @@ static int cmd_run(int argc, char **argv)
     if (nvinfer_model_open(&o, &m))
         return 1;
     if (o.benchmark)
-        rc = nvinfer_run_benchmark(&o, &m);
+        rc = m.gpu ? nvinfer_gpu_benchmark(&o, &m) : nvinfer_run_benchmark(&o, &m);
     else if (o.chat)
         rc = nvinfer_run_chat(&o, &m);
     else

@@ -30,6 +30,14 @@ struct nvinfer_opts {
     const char *same_as;  /* -m FILE given together with a drive */
     bool verify;          /* --verify: check each extent's CRC32C as it arrives */
     char drive_label[96]; /* storage for model when it names a drive */
+    /* GPU inference (gpu.c): --device, the loader --backend, placement budgets, read-ahead. */
+    const char *device;  /* "auto" (default), "cpu" or "gpu" */
+    const char *backend; /* loader backend for streamed/resident layers; NULL: auto */
+    int64_t vram_budget; /* --vram-budget bytes; -1: default */
+    int32_t vram_layers; /* --vram-budget NL: globals and N layers; -1: not given */
+    int64_t ram_budget;  /* --ram-budget bytes */
+    int32_t prefetch;    /* --prefetch K */
+    const char *sim_bw;  /* --sim-bw: bandwidth model of the software controller */
 };
 
 /* Parses the options of `nvinfer [run]`. Returns 0, 1 when help was printed, or -1 after
@@ -45,7 +53,21 @@ struct nvinfer_model {
     struct nvl_session *session;
     int32_t *eog; /* end-of-generation token ids */
     int32_t n_eog;
+    struct nvl_gpu_model *gpu;     /* the GPU placement when the session runs on the GPU */
+    struct nvinfer_gpu_io *gpu_io; /* what feeds it (gpu.c) */
 };
+
+/* GPU inference (gpu.c). nvinfer_gpu_wanted() says whether the options select the GPU (auto: a
+ * GPU is present and the build has the backend), with the reason. nvinfer_gpu_load_model() loads
+ * the model when --sim names a plain GGUF file (the namespace then is the file), returning 1 when
+ * the options are not that case. nvinfer_gpu_open() creates the loader and places the weights;
+ * in auto mode a model the GPU cannot run falls back to the CPU (returns 1). */
+bool nvinfer_gpu_wanted(const struct nvinfer_opts *opts, char *why, size_t why_len);
+int nvinfer_gpu_load_model(const struct nvinfer_opts *opts, struct nvinfer_model *m);
+int nvinfer_gpu_open(const struct nvinfer_opts *opts, struct nvinfer_model *m);
+void nvinfer_gpu_close(struct nvinfer_model *m);
+void nvinfer_gpu_print_verbose(const struct nvinfer_opts *opts, const struct nvinfer_model *m);
+int nvinfer_gpu_benchmark(const struct nvinfer_opts *opts, struct nvinfer_model *m);
 
 /* Loads the model from the drive image that --nvme or --sim names (drive.c); prints errors.
  * Returns 0 or -errno. */

@@ -33,6 +33,7 @@ struct nvl_gguf;
 struct nvl_llama_model;
 struct nvl_session;
 struct nvl_sampler;
+struct nvl_gpu_model;
 
 /* Hyperparameters, from the `llama.*` GGUF keys and the tensor shapes. */
 struct nvl_llama_hparams {
@@ -121,6 +122,10 @@ struct nvl_session_params {
      * integer dot products: several times slower, but free of activation rounding, so it is the
      * reference that quantized kernels (CPU or GPU) are compared with. */
     bool f32_activations;
+    /* Runs the forward pass on the GPU with this placement of the weights (gpu.h); NULL: on the
+     * CPU. The KV cache is then fp16 in VRAM (kv_f32 and f32_activations are refused), n_threads
+     * is unused, and n_batch defaults to 512. */
+    struct nvl_gpu_model *gpu;
 };
 
 void nvl_session_params_default(struct nvl_session_params *params);

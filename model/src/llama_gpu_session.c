@@ -1,0 +1,411 @@
+/* GPU backend, session side: the forward pass of the llama family on the GPU, kernel for kernel
+ * the CPU's (llama_session.c), with the KV cache (fp16) and all activations in VRAM.
+ *
+ * Per layer: RMSNorm -> Q/K/V products (the normed activations quantized once per format) ->
+ * RoPE + KV store -> attention -> output product accumulated into the residual -> RMSNorm ->
+ * gate/up products -> SwiGLU -> down product accumulated into the residual. Batches of
+ * GPU_GEMM_MIN_TOK tokens or more run the products through cuBLAS, smaller ones through the
+ * fused dequantize + matrix-vector kernels. A single-token pass over a model whose layers are all
+ * in VRAM is captured once as a CUDA graph and replayed (the position and the token id live in
+ * device memory), which removes the launch cost of ~10 kernels per layer. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llama_gpu.h"
+#include "nvl_driver/log.h"
+
+#ifdef NVL_HAVE_CUDA
+
+#include "kernels.h"
+
+#define GPU_LOG          "gpu"
+#define GPU_GEMM_MIN_TOK 16
+#define GPU_LOGITS_ROWS  32            /* output rows per product: bounds the logits buffer */
+#define GPU_GEMM_SCRATCH (64ull << 20) /* fp16 weight rows per cuBLAS call */
+
+struct nvl_gpu_session {
+    struct nvl_gpu_model *gm;
+    const struct nvl_llama_hparams *hp;
+    int32_t n_ctx;
+    int32_t n_batch;
+    cudaStream_t stream;
+    uint16_t *k_cache; /* [n_layer][n_ctx][kv_dim] */
+    uint16_t *v_cache;
+    float *x, *xn, *q, *k, *v, *att, *gate, *up; /* [n_batch][...] */
+    void *act[3];  /* quantized activations per format (enum nvl_k_act) */
+    float *logits; /* [GPU_LOGITS_ROWS][n_vocab] */
+    int32_t *ids;  /* [n_batch] token ids */
+    int32_t *pos;  /* the batch's first position */
+    int32_t *h_in; /* pinned staging: [n_batch] ids, then the position */
+    struct nvl_k_gemm *gemm;
+    float theta_scale;
+    cudaGraphExec_t graph; /* single-token pass, when every layer is in VRAM */
+    bool graph_failed;
+};
+
+struct gs_dims {
+    size_t e, qd, kvd, ff, max_k;
+};
+
+static struct gs_dims dims(const struct nvl_llama_hparams *hp)
+{
+    struct gs_dims d = {
+        .e = (size_t)hp->n_embd,
+        .qd = (size_t)hp->n_head * (size_t)hp->head_dim,
+        .kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim,
+        .ff = (size_t)hp->n_ff,
+    };
+    d.max_k = d.e > d.ff ? (d.e > d.qd ? d.e : d.qd) : (d.ff > d.qd ? d.ff : d.qd);
+    return d;
+}
+
+uint64_t nvl__gpu_session_vram_bytes(const struct nvl_llama_hparams *hp, int32_t n_ctx,
+                                     int32_t n_batch)
+{
+    const struct gs_dims d = dims(hp);
+    const uint64_t B = (uint64_t)n_batch;
+    uint64_t b = 2ull * (uint64_t)hp->n_layer * (uint64_t)n_ctx * d.kvd * sizeof(uint16_t);
+    b += B * (2 * d.e + 2 * d.qd + 2 * d.kvd + 2 * d.ff) * sizeof(float);
+    b += B * d.max_k * 3; /* the two quantized activation formats (fp32 rows are used as is) */
+    b += (uint64_t)GPU_LOGITS_ROWS * (uint64_t)hp->n_vocab * sizeof(float);
+    b += nvl__k_gemm_vram_bytes(GPU_GEMM_SCRATCH, (int64_t)d.max_k, n_batch);
+    return b;
+}
+
+int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_batch,
+                            struct nvl_gpu_session **out)
+{
+    *out = NULL;
+    const struct nvl_llama_hparams *hp = gm->hp;
+    if (n_ctx < 1 || n_ctx > nvl__k_attention_max_ctx() || n_batch < 1)
+        return -EINVAL;
+    cudaError_t e = cudaSetDevice(gm->p.device);
+    if (e != cudaSuccess)
+        return nvl__gpu_cuda_err(e, "cudaSetDevice");
+    struct nvl_gpu_session *gs = calloc(1, sizeof(*gs));
+    if (!gs)
+        return -ENOMEM;
+    gs->gm = gm;
+    gs->hp = hp;
+    gs->n_ctx = n_ctx;
+    gs->n_batch = n_batch;
+    gs->theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
+
+    const struct gs_dims d = dims(hp);
+    const size_t B = (size_t)n_batch;
+    const size_t kv = (size_t)hp->n_layer * (size_t)n_ctx * d.kvd * sizeof(uint16_t);
+    struct {
+        void **p;
+        size_t bytes;
+    } bufs[] = {
+        {(void **)&gs->k_cache, kv},
+        {(void **)&gs->v_cache, kv},
+        {(void **)&gs->x, B * d.e * sizeof(float)},
+        {(void **)&gs->xn, B * d.e * sizeof(float)},
+        {(void **)&gs->q, B * d.qd * sizeof(float)},
+        {(void **)&gs->k, B * d.kvd * sizeof(float)},
+        {(void **)&gs->v, B * d.kvd * sizeof(float)},
+        {(void **)&gs->att, B * d.qd * sizeof(float)},
+        {(void **)&gs->gate, B * d.ff * sizeof(float)},
+        {(void **)&gs->up, B * d.ff * sizeof(float)},
+        {&gs->act[NVL_K_ACT_Q8], B * nvl__k_act_row_bytes(NVL_K_ACT_Q8, (int64_t)d.max_k)},
+        {&gs->act[NVL_K_ACT_Q8K],
+         B * nvl__k_act_row_bytes(NVL_K_ACT_Q8K, (int64_t)((d.max_k + 255) / 256 * 256))},
+        {(void **)&gs->logits, (size_t)GPU_LOGITS_ROWS * (size_t)hp->n_vocab * sizeof(float)},
+        {(void **)&gs->ids, B * sizeof(int32_t)},
+        {(void **)&gs->pos, sizeof(int32_t)},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        if ((e = cudaMalloc(bufs[i].p, bufs[i].bytes)) != cudaSuccess) {
+            rc = nvl__gpu_cuda_err(e, "session VRAM");
+            goto err_destroy;
+        }
+    }
+    if ((e = cudaHostAlloc((void **)&gs->h_in, (B + 1) * sizeof(int32_t), cudaHostAllocDefault)) !=
+            cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&gs->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        rc = nvl__gpu_cuda_err(e, "session stream");
+        goto err_destroy;
+    }
+    if ((rc = nvl__k_gemm_create(GPU_GEMM_SCRATCH, &gs->gemm)))
+        goto err_destroy;
+    *out = gs;
+    return 0;
+
+err_destroy:
+    nvl__gpu_session_destroy(gs);
+    return rc;
+}
+
+void nvl__gpu_session_destroy(struct nvl_gpu_session *gs)
+{
+    if (!gs)
+        return;
+    if (gs->stream)
+        cudaStreamSynchronize(gs->stream);
+    if (gs->graph)
+        cudaGraphExecDestroy(gs->graph);
+    nvl__k_gemm_destroy(gs->gemm);
+    void *bufs[] = {gs->k_cache, gs->v_cache, gs->x,    gs->xn, gs->q,      gs->k,
+                    gs->v,       gs->att,     gs->gate, gs->up, gs->act[0], gs->act[1],
+                    gs->act[2],  gs->logits,  gs->ids,  gs->pos};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        cudaFree(bufs[i]);
+    if (gs->h_in)
+        cudaFreeHost(gs->h_in);
+    if (gs->stream)
+        cudaStreamDestroy(gs->stream);
+    free(gs);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Forward pass */
+
+/* y = W x for n_tok contiguous rows of x (w->ne0 floats each). The products that share x share
+ * its quantization (bit a of *prepared: format a is ready in gs->act[a]). */
+static int gs_matmul(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *w, const float *x,
+                     int32_t n_tok, float *y, size_t y_stride, bool accumulate, unsigned *prepared)
+{
+    const int64_t k = w->ne0;
+    struct nvl_k_matmul mm = {
+        .w = w->data,
+        .type = w->type,
+        .row_bytes = w->row_bytes,
+        .k = k,
+        .rows = w->ne1,
+        .x = x,
+        .x_stride = (size_t)k * sizeof(float),
+        .y = y,
+        .y_stride = y_stride,
+        .n_tok = n_tok,
+        .accumulate = accumulate,
+    };
+    if (n_tok >= GPU_GEMM_MIN_TOK)
+        return nvl__k_gemm(gs->gemm, &mm, gs->stream);
+    const enum nvl_k_act act = nvl__k_act_for(w->type);
+    if (act != NVL_K_ACT_F32) {
+        if (!(*prepared & (1u << act))) {
+            const int rc = nvl__k_quantize(act, x, (size_t)k, n_tok, k, gs->act[act], gs->stream);
+            if (rc)
+                return rc;
+            *prepared |= 1u << act;
+        }
+        mm.x = gs->act[act];
+        mm.x_stride = nvl__k_act_row_bytes(act, k);
+    }
+    return nvl__k_matvec(&mm, gs->stream);
+}
+
+static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_layer *l, int32_t il,
+                         int32_t n_tok)
+{
+    const struct nvl_llama_hparams *hp = gs->hp;
+    const struct gs_dims d = dims(hp);
+    const cudaStream_t st = gs->stream;
+    const size_t cache_off = (size_t)il * (size_t)gs->n_ctx * d.kvd;
+    unsigned prep = 0;
+    int rc;
+
+    if ((rc = nvl__k_rmsnorm(gs->x, l->attn_norm.data, gs->xn, hp->n_embd, n_tok, hp->rms_eps,
+                             st)) ||
+        (rc = gs_matmul(gs, &l->wq, gs->xn, n_tok, gs->q, d.qd, false, &prep)) ||
+        (rc = gs_matmul(gs, &l->wk, gs->xn, n_tok, gs->k, d.kvd, false, &prep)) ||
+        (rc = gs_matmul(gs, &l->wv, gs->xn, n_tok, gs->v, d.kvd, false, &prep)))
+        return rc;
+
+    const struct nvl_k_rope rope = {
+        .q = gs->q,
+        .k = gs->k,
+        .v = gs->v,
+        .k_cache = gs->k_cache + cache_off,
+        .v_cache = gs->v_cache + cache_off,
+        .pos0 = gs->pos,
+        .n_tok = n_tok,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .n_rot = hp->n_rot,
+        .freq_scale = hp->rope_freq_scale,
+        .theta_scale = gs->theta_scale,
+        .freq_factors = gs->gm->rope_freqs.data,
+    };
+    const struct nvl_k_attention att = {
+        .q = gs->q,
+        .k_cache = gs->k_cache + cache_off,
+        .v_cache = gs->v_cache + cache_off,
+        .out = gs->att,
+        .pos0 = gs->pos,
+        .n_tok = n_tok,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .n_ctx = gs->n_ctx,
+    };
+    if ((rc = nvl__k_rope_kv(&rope, st)) || (rc = nvl__k_attention(&att, st)))
+        return rc;
+    prep = 0;
+    if ((rc = gs_matmul(gs, &l->wo, gs->att, n_tok, gs->x, d.e, true, &prep)))
+        return rc;
+
+    prep = 0;
+    if ((rc =
+             nvl__k_rmsnorm(gs->x, l->ffn_norm.data, gs->xn, hp->n_embd, n_tok, hp->rms_eps, st)) ||
+        (rc = gs_matmul(gs, &l->ffn_gate, gs->xn, n_tok, gs->gate, d.ff, false, &prep)) ||
+        (rc = gs_matmul(gs, &l->ffn_up, gs->xn, n_tok, gs->up, d.ff, false, &prep)) ||
+        (rc = nvl__k_swiglu(gs->gate, gs->up, (int64_t)n_tok * (int64_t)d.ff, st)))
+        return rc;
+    prep = 0;
+    return gs_matmul(gs, &l->ffn_down, gs->gate, n_tok, gs->x, d.e, true, &prep);
+}
+
+/* Embedding, the layers, and the logits of tokens [out_first, out_first + n_out) into
+ * gs->logits (n_out <= GPU_LOGITS_ROWS; 0: none). */
+static int run_pass(struct nvl_gpu_session *gs, int32_t n_tok, int32_t out_first, int32_t n_out)
+{
+    struct nvl_gpu_model *gm = gs->gm;
+    const struct nvl_llama_hparams *hp = gs->hp;
+    const size_t e = (size_t)hp->n_embd;
+    int rc = nvl__k_get_rows(gm->tok_embd.type, gm->tok_embd.data, gm->tok_embd.row_bytes,
+                             hp->n_embd, gs->ids, n_tok, gs->x, gs->stream);
+    for (int32_t il = 0; il < hp->n_layer && !rc; il++) {
+        const uint8_t *base;
+        int32_t ring;
+        if ((rc = nvl__gpu_layer_acquire(gm, il, gs->stream, &base, &ring)))
+            break;
+        struct nvl_llama_layer l;
+        nvl__gpu_layer_bind(gm, il, base, &l);
+        rc = layer_forward(gs, &l, il, n_tok);
+        const int rc2 = nvl__gpu_layer_release(gm, ring, gs->stream);
+        rc = rc ? rc : rc2;
+    }
+    if (rc || n_out == 0)
+        return rc;
+    unsigned prep = 0;
+    if ((rc = nvl__k_rmsnorm(gs->x + (size_t)out_first * e, gm->output_norm.data, gs->xn,
+                             hp->n_embd, n_out, hp->rms_eps, gs->stream)))
+        return rc;
+    return gs_matmul(gs, &gm->output, gs->xn, n_out, gs->logits, (size_t)hp->n_vocab, false, &prep);
+}
+
+/* The logits of tokens [first, first + n) of the pass, computed from gs->x (after run_pass). */
+static int extra_logits(struct nvl_gpu_session *gs, int32_t first, int32_t n, float *dst)
+{
+    struct nvl_gpu_model *gm = gs->gm;
+    const struct nvl_llama_hparams *hp = gs->hp;
+    const size_t e = (size_t)hp->n_embd, nv = (size_t)hp->n_vocab;
+    unsigned prep = 0;
+    int rc = nvl__k_rmsnorm(gs->x + (size_t)first * e, gm->output_norm.data, gs->xn, hp->n_embd, n,
+                            hp->rms_eps, gs->stream);
+    if (!rc)
+        rc = gs_matmul(gs, &gm->output, gs->xn, n, gs->logits, nv, false, &prep);
+    if (rc)
+        return rc;
+    const cudaError_t ce = cudaMemcpyAsync(dst, gs->logits, (size_t)n * nv * sizeof(float),
+                                           cudaMemcpyDeviceToHost, gs->stream);
+    return ce == cudaSuccess ? 0 : nvl__gpu_cuda_err(ce, "logits copy");
+}
+
+static bool graphs_enabled(void)
+{
+    const char *v = getenv("NVL_GPU_GRAPHS");
+    return !(v && strcmp(v, "0") == 0);
+}
+
+/* Replays (capturing it the first time) the single-token pass. 1: graphs unavailable here. */
+static int run_graph(struct nvl_gpu_session *gs)
+{
+    cudaError_t e;
+    if (!gs->graph) {
+        cudaGraph_t g = NULL;
+        if ((e = cudaStreamBeginCapture(gs->stream, cudaStreamCaptureModeRelaxed)) != cudaSuccess)
+            goto fallback;
+        const int rc = run_pass(gs, 1, 0, 1);
+        e = cudaStreamEndCapture(gs->stream, &g);
+        if (rc || e != cudaSuccess || !g) {
+            if (g)
+                cudaGraphDestroy(g);
+            goto fallback;
+        }
+        e = cudaGraphInstantiate(&gs->graph, g, 0);
+        cudaGraphDestroy(g);
+        if (e != cudaSuccess) {
+            gs->graph = NULL;
+            goto fallback;
+        }
+        gs->gm->st.graphs = true;
+    }
+    e = cudaGraphLaunch(gs->graph, gs->stream);
+    return e == cudaSuccess ? 0 : nvl__gpu_cuda_err(e, "graph launch");
+
+fallback:
+    nvl_log_info(GPU_LOG, "CUDA graph capture failed (%s); running without graphs",
+                 cudaGetErrorString(e));
+    cudaGetLastError();
+    gs->graph_failed = true;
+    return 1;
+}
+
+int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, int32_t n_tok,
+                             int32_t pos0, int32_t out_first, float *logits)
+{
+    struct nvl_gpu_model *gm = gs->gm;
+    const struct nvl_llama_hparams *hp = gs->hp;
+    const size_t nv = (size_t)hp->n_vocab;
+    if (n_tok < 1 || n_tok > gs->n_batch || pos0 < 0 || pos0 + n_tok > gs->n_ctx)
+        return -EINVAL;
+    const int32_t n_out = n_tok - out_first;
+    cudaSetDevice(gm->p.device);
+    pthread_mutex_lock(&gm->lock);
+
+    int rc = 0;
+    cudaError_t e;
+    memcpy(gs->h_in, tokens, (size_t)n_tok * sizeof(int32_t));
+    gs->h_in[gs->n_batch] = pos0;
+    if ((e = cudaMemcpyAsync(gs->ids, gs->h_in, (size_t)n_tok * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess ||
+        (e = cudaMemcpyAsync(gs->pos, gs->h_in + gs->n_batch, sizeof(int32_t),
+                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess) {
+        rc = nvl__gpu_cuda_err(e, "token upload");
+        goto out;
+    }
+
+    const int32_t first_rows = n_out > GPU_LOGITS_ROWS ? GPU_LOGITS_ROWS : (n_out > 0 ? n_out : 0);
+    const bool resident = gm->st.layers[NVL_GPU_TIER_VRAM] == hp->n_layer;
+    rc = 1;
+    if (n_tok == 1 && n_out == 1 && resident && !gs->graph_failed && graphs_enabled())
+        rc = run_graph(gs);
+    if (rc == 1)
+        rc = run_pass(gs, n_tok, out_first, first_rows);
+    if (rc)
+        goto out;
+    if (first_rows > 0 &&
+        (e = cudaMemcpyAsync(logits, gs->logits, (size_t)first_rows * nv * sizeof(float),
+                             cudaMemcpyDeviceToHost, gs->stream)) != cudaSuccess) {
+        rc = nvl__gpu_cuda_err(e, "logits copy");
+        goto out;
+    }
+    for (int32_t r = first_rows; r < n_out && !rc; r += GPU_LOGITS_ROWS) {
+        /* The logits buffer is reused: the previous rows must have left it. */
+        if ((e = cudaStreamSynchronize(gs->stream)) != cudaSuccess) {
+            rc = nvl__gpu_cuda_err(e, "logits");
+            break;
+        }
+        const int32_t n = n_out - r < GPU_LOGITS_ROWS ? n_out - r : GPU_LOGITS_ROWS;
+        rc = extra_logits(gs, out_first + r, n, logits + (size_t)r * nv);
+    }
+    if ((e = cudaStreamSynchronize(gs->stream)) != cudaSuccess && !rc)
+        rc = nvl__gpu_cuda_err(e, "forward pass");
+    if (!rc && gm->stream_err) {
+        rc = gm->stream_err;
+        nvl_log_error(GPU_LOG, "a streamed layer's read failed: %s", nvl_strerror(rc));
+        gm->stream_err = 0;
+    }
+out:
+    pthread_mutex_unlock(&gm->lock);
+    return rc;
+}
+
+#endif /* NVL_HAVE_CUDA */

@@ -1,0 +1,198 @@
+/* nvinfer --benchmark on the GPU: prompt processing and decode speed next to the bounds that
+ * apply to the placement, all measured in the same run:
+ *   - HBM roofline: weight bytes per token / device-to-device copy bandwidth (read + write);
+ *   - PCIe bound: host-to-device bandwidth (pinned) / bytes copied from the RAM tier per token;
+ *   - drive bound: --sim-bw / bytes streamed through the loader per token.
+ * The last line is machine-readable (`gpu-bench: key=value ...`) for scripts/gpu-model-bench.sh. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "nvinfer.h"
+#include "nvl_sim.h"
+
+#ifdef NVL_HAVE_CUDA
+
+#include <cuda_runtime_api.h>
+
+#define BENCH_COPY_BYTES (1ull << 30)
+#define BENCH_COPY_REPS  10
+#define BENCH_PP_TOKENS  512
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* Bytes per second of cudaMemcpy from src to dst (events around BENCH_COPY_REPS copies after a
+ * warm-up); 0 on failure. */
+static double copy_bw(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
+{
+    cudaEvent_t a, b;
+    float ms = 0.0f;
+    if (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess)
+        return 0.0;
+    cudaMemcpy(dst, src, n, kind);
+    cudaEventRecord(a, 0);
+    for (int i = 0; i < BENCH_COPY_REPS; i++)
+        cudaMemcpyAsync(dst, src, n, kind, 0);
+    cudaEventRecord(b, 0);
+    const bool ok =
+        cudaEventSynchronize(b) == cudaSuccess && cudaEventElapsedTime(&ms, a, b) == cudaSuccess;
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaGetLastError();
+    return ok && ms > 0 ? (double)n * BENCH_COPY_REPS / (ms * 1e-3) : 0.0;
+}
+
+static void measure_bandwidth(double *d2d, double *h2d)
+{
+    void *d0 = NULL, *d1 = NULL, *h = NULL;
+    *d2d = *h2d = 0.0;
+    if (cudaMalloc(&d0, BENCH_COPY_BYTES) == cudaSuccess &&
+        cudaMalloc(&d1, BENCH_COPY_BYTES) == cudaSuccess) {
+        cudaMemset(d0, 1, BENCH_COPY_BYTES);
+        /* read + write, as the roofline counts it */
+        *d2d = 2.0 * copy_bw(d1, d0, BENCH_COPY_BYTES, cudaMemcpyDeviceToDevice);
+        if (cudaHostAlloc(&h, BENCH_COPY_BYTES, cudaHostAllocDefault) == cudaSuccess) {
+            memset(h, 1, BENCH_COPY_BYTES);
+            *h2d = copy_bw(d0, h, BENCH_COPY_BYTES, cudaMemcpyHostToDevice);
+            cudaFreeHost(h);
+        }
+    }
+    cudaFree(d0);
+    cudaFree(d1);
+    cudaGetLastError();
+}
+
+static int32_t argmax(const float *l, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best])
+            best = i;
+    return best;
+}
+
+int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
+{
+    struct nvl_session *s = m->session;
+    const struct nvl_llama_hparams *hp = nvl_llama_hparams(m->model);
+    const int32_t n_ctx = nvl_session_n_ctx(s);
+    int32_t n_pp = BENCH_PP_TOKENS < n_ctx / 2 ? BENCH_PP_TOKENS : n_ctx / 2;
+    const int32_t n_tg = o->n_predict < 0 ? 128 : o->n_predict;
+    if (n_pp < 1 || 1 + n_tg > n_ctx) {
+        fprintf(stderr, "nvinfer: the benchmark needs more context than --ctx %d\n", n_ctx);
+        return 2;
+    }
+    int32_t *pp = malloc((size_t)n_pp * sizeof(*pp));
+    if (!pp)
+        return 1;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int32_t i = 0; i < n_pp; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        pp[i] = (int32_t)(x % (uint64_t)hp->n_vocab);
+    }
+    double d2d, h2d;
+    measure_bandwidth(&d2d, &h2d);
+
+    /* Warm-up: every code path (GEMM, matrix-vector, graph capture) once. */
+    int rc = nvl_session_eval(s, pp, n_pp < 32 ? n_pp : 32, false);
+    if (!rc)
+        rc = nvl_session_eval(s, pp, 1, false);
+    nvl_session_truncate(s, 0);
+
+    double t0 = now_s();
+    if (!rc)
+        rc = nvl_session_eval(s, pp, n_pp, false);
+    const double t_pp = now_s() - t0;
+    nvl_session_truncate(s, 0);
+
+    int32_t tok = pp[0];
+    if (!rc)
+        rc = nvl_session_eval(s, &tok, 1, false);
+    const double c0 = cpu_s();
+    t0 = now_s();
+    for (int32_t i = 0; i < n_tg && !rc; i++) {
+        tok = argmax(nvl_session_logits(s, -1), hp->n_vocab);
+        rc = nvl_session_eval(s, &tok, 1, false);
+    }
+    const double t_tg = now_s() - t0, c_tg = cpu_s() - c0;
+    free(pp);
+    if (rc) {
+        fprintf(stderr, "nvinfer: benchmark eval failed: %s\n", nvl_strerror(rc));
+        return 1;
+    }
+
+    struct nvl_gpu_stats st;
+    nvl_gpu_model_stats(m->gpu, &st);
+    const double bytes = (double)nvl_llama_bytes_per_token(m->model);
+    const double tg = n_tg / t_tg, ppr = n_pp / t_pp;
+    const double roof = d2d / bytes;
+    const double ram_b = (double)st.layer_bytes[NVL_GPU_TIER_RAM];
+    const double str_b = (double)st.layer_bytes[NVL_GPU_TIER_STREAM];
+    double sim_bw = 0.0;
+    if (o->sim_bw) {
+        struct nvl_sim_opts so;
+        char spec[96];
+        nvl_sim_opts_init(&so);
+        snprintf(spec, sizeof(spec), "bw=%s", o->sim_bw);
+        if (nvl_sim_opts_parse(&so, spec, NULL, 0) == 0)
+            sim_bw = (double)so.bw_bytes_per_s;
+    }
+    printf("model:             %s\n", o->model);
+    printf("gpu:               %s; layers vram %d, ram %d, stream %d; prefetch %d%s\n",
+           st.device_name, st.layers[0], st.layers[1], st.layers[2], st.prefetch,
+           st.graphs ? "; CUDA graphs" : "");
+    printf("weights:           %.2f GB read per token (%.2f GB from pinned RAM, %.2f GB "
+           "streamed)\n",
+           bytes / 1e9, ram_b / 1e9, str_b / 1e9);
+    printf("bandwidth:         device-to-device %.0f GB/s (read + write), host-to-device %.1f "
+           "GB/s\n",
+           d2d / 1e9, h2d / 1e9);
+    printf("prompt processing: %d tokens in %.3f s = %.1f tok/s\n", n_pp, t_pp, ppr);
+    printf("generation:        %d tokens in %.3f s = %.2f tok/s, CPU %.2f ms per token\n", n_tg,
+           t_tg, tg, c_tg / n_tg * 1e3);
+    printf("HBM roofline:      %.1f tok/s; generation is %.0f%% of it\n", roof, 100.0 * tg / roof);
+    double bound = 0.0;
+    if (ram_b > 0 && h2d > 0) {
+        bound = h2d / ram_b;
+        printf("PCIe bound:        %.2f tok/s (%.1f GB/s / %.2f GB); generation is %.0f%% of it\n",
+               bound, h2d / 1e9, ram_b / 1e9, 100.0 * tg / bound);
+    }
+    if (str_b > 0 && sim_bw > 0) {
+        bound = sim_bw / str_b;
+        printf("drive bound:       %.2f tok/s (%.1f GB/s / %.2f GB); generation is %.0f%% of it\n",
+               bound, sim_bw / 1e9, str_b / 1e9, 100.0 * tg / bound);
+    }
+    printf(
+        "gpu-bench: pp=%.1f tg=%.3f roof=%.1f d2d_gbs=%.1f h2d_gbs=%.2f bytes=%.0f ram_bytes=%.0f "
+        "stream_bytes=%.0f bound=%.3f cpu_ms=%.3f vram_layers=%d\n",
+        ppr, tg, roof, d2d / 1e9, h2d / 1e9, bytes, ram_b, str_b, bound, c_tg / n_tg * 1e3,
+        st.layers[0]);
+    return 0;
+}
+
+#else
+
+int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
+{
+    (void)o;
+    (void)m;
+    return 1;
+}
+
+#endif
