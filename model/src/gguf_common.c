@@ -1,7 +1,11 @@
-/* GGUF metadata type names and sizes, and the error helper shared by reader and writer. */
+/* GGUF metadata type names and sizes, scalar values as text, and the error helper shared by
+ * reader and writer. */
 #include "gguf_internal.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "nvl_driver/log.h"
 
@@ -26,6 +30,65 @@ const char *nvl_gguf_type_name(uint32_t type)
 size_t nvl_gguf_type_size(uint32_t type)
 {
     return type < NVL_GGUF_TYPE_COUNT ? gguf_types[type].size : 0;
+}
+
+/* f as "%.*g" with the fewest significant digits, at least 6, that read back as f (strtof for a
+ * float, strtod for a double); max_digits always do. Six keeps %g's plain form for round numbers
+ * ("10000", not "1e+04"), and the closest 6-digit decimal reads back whenever a shorter one does.
+ */
+static int format_shortest(double f, bool single, int max_digits, char *buf, size_t len)
+{
+    char tmp[40];
+    int n = 0;
+
+    for (int digits = 6; digits <= max_digits; digits++) {
+        n = snprintf(tmp, sizeof(tmp), "%.*g", digits, f);
+        if (single ? strtof(tmp, NULL) == (float)f : strtod(tmp, NULL) == f)
+            break;
+    }
+    return snprintf(buf, len, "%s", tmp) < 0 ? -EINVAL : n;
+}
+
+int nvl_gguf_value_format(const struct nvl_gguf_value *v, char *buf, size_t len)
+{
+    int n;
+
+    switch (v->type) {
+    case NVL_GGUF_TYPE_UINT8:
+        n = snprintf(buf, len, "%" PRIu8, v->u8);
+        break;
+    case NVL_GGUF_TYPE_INT8:
+        n = snprintf(buf, len, "%" PRId8, v->i8);
+        break;
+    case NVL_GGUF_TYPE_UINT16:
+        n = snprintf(buf, len, "%" PRIu16, v->u16);
+        break;
+    case NVL_GGUF_TYPE_INT16:
+        n = snprintf(buf, len, "%" PRId16, v->i16);
+        break;
+    case NVL_GGUF_TYPE_UINT32:
+        n = snprintf(buf, len, "%" PRIu32, v->u32);
+        break;
+    case NVL_GGUF_TYPE_INT32:
+        n = snprintf(buf, len, "%" PRId32, v->i32);
+        break;
+    case NVL_GGUF_TYPE_UINT64:
+        n = snprintf(buf, len, "%" PRIu64, v->u64);
+        break;
+    case NVL_GGUF_TYPE_INT64:
+        n = snprintf(buf, len, "%" PRId64, v->i64);
+        break;
+    case NVL_GGUF_TYPE_BOOL:
+        n = snprintf(buf, len, "%s", v->u8 ? "true" : "false");
+        break;
+    case NVL_GGUF_TYPE_FLOAT32:
+        return format_shortest(v->f32, true, 9, buf, len);
+    case NVL_GGUF_TYPE_FLOAT64:
+        return format_shortest(v->f64, false, 17, buf, len);
+    default:
+        return -EINVAL;
+    }
+    return n < 0 ? -EINVAL : n;
 }
 
 int nvl__gguf_fail(char *err, size_t err_len, int ret, const char *fmt, ...)

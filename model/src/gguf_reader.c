@@ -837,6 +837,24 @@ int nvl_gguf_arr_str(const struct nvl_gguf *g, int64_t i, uint64_t j, const char
     return 0;
 }
 
+int nvl_gguf_arr_value(const struct nvl_gguf *g, int64_t i, uint64_t j, struct nvl_gguf_value *v)
+{
+    const struct gguf_kv *kv = kv_at(g, i);
+    size_t size;
+
+    if (!kv || kv->v.type != NVL_GGUF_TYPE_ARRAY || j >= kv->v.arr.count)
+        return -EINVAL;
+    memset(v, 0, sizeof(*v));
+    v->type = kv->v.arr.type;
+    if (v->type == NVL_GGUF_TYPE_STRING)
+        return nvl_gguf_arr_str(g, i, j, &v->str.data, &v->str.len);
+    /* Elements are native-endian and naturally aligned (see nvl_gguf_value), and every member of
+     * the union starts at its first byte. */
+    size = nvl_gguf_type_size(v->type);
+    memcpy(&v->u64, (const uint8_t *)kv->v.arr.data + j * size, size);
+    return 0;
+}
+
 static const struct gguf_kv *kv_typed(const struct nvl_gguf *g, const char *key,
                                       enum nvl_gguf_type type, int *ret)
 {

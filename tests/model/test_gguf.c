@@ -798,6 +798,22 @@ static void writer_round_trip(void **state)
     }
     assert_int_equal(nvl_gguf_kv_value(g, nvl_gguf_find_key(g, "a.i64"), &v), 0);
     assert_int_equal(v.type, NVL_GGUF_TYPE_ARRAY);
+    /* Array elements one at a time, as scalar values. */
+    assert_int_equal(nvl_gguf_arr_value(g, nvl_gguf_find_key(g, "a.i64"), 1, &v), 0);
+    assert_int_equal(v.type, NVL_GGUF_TYPE_INT64);
+    assert_true(v.i64 == i64s[1]);
+    assert_int_equal(nvl_gguf_arr_value(g, nvl_gguf_find_key(g, "a.u8"), 2, &v), 0);
+    assert_int_equal(v.type, NVL_GGUF_TYPE_UINT8);
+    assert_int_equal(v.u8, u8s[2]);
+    assert_int_equal(nvl_gguf_arr_value(g, nvl_gguf_find_key(g, "a.f32"), 0, &v), 0);
+    assert_true(v.f32 == f32s[0]);
+    assert_int_equal(nvl_gguf_arr_value(g, nvl_gguf_find_key(g, "a.str"), 2, &v), 0);
+    assert_int_equal(v.type, NVL_GGUF_TYPE_STRING);
+    assert_int_equal(v.str.len, strlen(strs[2]));
+    assert_memory_equal(v.str.data, strs[2], v.str.len);
+    assert_int_equal(nvl_gguf_arr_value(g, nvl_gguf_find_key(g, "a.str"), 3, &v), -EINVAL);
+    assert_int_equal(nvl_gguf_arr_value(g, nvl_gguf_find_key(g, "t.u8"), 0, &v), -EINVAL);
+    assert_int_equal(nvl_gguf_arr_value(g, nvl_gguf_find_key(g, "a.empty"), 0, &v), -EINVAL);
 
     assert_int_equal(nvl_gguf_tensor_count(g), 4);
     t = nvl_gguf_tensor(g, 0);
@@ -821,6 +837,94 @@ static void writer_round_trip(void **state)
     nvl_gguf_close(g);
     nvl_gguf_writer_destroy(w);
     unlink(path);
+}
+
+/* Scalar values as text: exact known forms, and for floats the defining property (the text reads
+ * back as the same value, and above 6 significant digits one fewer would not) on random bit
+ * patterns. */
+static void value_format(void **state)
+{
+    static const struct {
+        struct nvl_gguf_value v;
+        const char *text;
+    } cases[] = {
+        {{.type = NVL_GGUF_TYPE_UINT8, .u8 = 255}, "255"},
+        {{.type = NVL_GGUF_TYPE_INT8, .i8 = -128}, "-128"},
+        {{.type = NVL_GGUF_TYPE_UINT16, .u16 = 65535}, "65535"},
+        {{.type = NVL_GGUF_TYPE_INT16, .i16 = -32768}, "-32768"},
+        {{.type = NVL_GGUF_TYPE_UINT32, .u32 = 4294967295u}, "4294967295"},
+        {{.type = NVL_GGUF_TYPE_INT32, .i32 = -2147483647 - 1}, "-2147483648"},
+        {{.type = NVL_GGUF_TYPE_UINT64, .u64 = UINT64_MAX}, "18446744073709551615"},
+        {{.type = NVL_GGUF_TYPE_INT64, .i64 = INT64_MIN}, "-9223372036854775808"},
+        {{.type = NVL_GGUF_TYPE_BOOL, .b = true}, "true"},
+        {{.type = NVL_GGUF_TYPE_BOOL, .b = false}, "false"},
+        {{.type = NVL_GGUF_TYPE_FLOAT32, .f32 = 0.1f}, "0.1"},
+        {{.type = NVL_GGUF_TYPE_FLOAT32, .f32 = 1e-5f}, "1e-05"},
+        {{.type = NVL_GGUF_TYPE_FLOAT32, .f32 = 10000.0f}, "10000"},
+        {{.type = NVL_GGUF_TYPE_FLOAT32, .f32 = 16777217.0f}, "16777216"},
+        {{.type = NVL_GGUF_TYPE_FLOAT64, .f64 = 0.1}, "0.1"},
+        {{.type = NVL_GGUF_TYPE_FLOAT64, .f64 = 1.0 / 3.0}, "0.3333333333333333"},
+        {{.type = NVL_GGUF_TYPE_FLOAT64, .f64 = -1e-310}, "-1e-310"},
+    };
+    struct nvl_gguf_value v = {.type = NVL_GGUF_TYPE_STRING};
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    char buf[64], fewer[400];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(nvl_gguf_value_format(&cases[i].v, buf, sizeof(buf)),
+                         strlen(cases[i].text));
+        assert_string_equal(buf, cases[i].text);
+    }
+    assert_int_equal(nvl_gguf_value_format(&v, buf, sizeof(buf)), -EINVAL);
+    v.type = NVL_GGUF_TYPE_ARRAY;
+    assert_int_equal(nvl_gguf_value_format(&v, buf, sizeof(buf)), -EINVAL);
+    v.type = NVL_GGUF_TYPE_COUNT;
+    assert_int_equal(nvl_gguf_value_format(&v, buf, sizeof(buf)), -EINVAL);
+    /* Truncation reports the full length, as snprintf does. */
+    assert_int_equal(nvl_gguf_value_format(&cases[6].v, buf, 4), 20);
+    assert_string_equal(buf, "184");
+
+    for (int i = 0; i < 20000; i++) {
+        uint32_t bits32;
+        int digits;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bits32 = (uint32_t)x;
+        if (i % 2) {
+            v.type = NVL_GGUF_TYPE_FLOAT32;
+            memcpy(&v.f32, &bits32, 4);
+            if (!isfinite(v.f32))
+                continue;
+        } else {
+            v.type = NVL_GGUF_TYPE_FLOAT64;
+            memcpy(&v.f64, &x, 8);
+            if (!isfinite(v.f64))
+                continue;
+        }
+        assert_true(nvl_gguf_value_format(&v, buf, sizeof(buf)) > 0);
+        if (v.type == NVL_GGUF_TYPE_FLOAT32)
+            assert_true(strtof(buf, NULL) == v.f32);
+        else
+            assert_true(strtod(buf, NULL) == v.f64);
+        /* Fewest: above six digits, the value with one significant digit fewer does not read back.
+         */
+        digits = 0;
+        for (const char *p = buf; *p && *p != 'e'; p++)
+            digits += *p >= '0' && *p <= '9';
+        for (const char *p = buf; *p == '-' || *p == '0' || *p == '.'; p++)
+            digits -= *p == '0';
+        if (digits > 6) {
+            snprintf(fewer, sizeof(fewer), "%.*g", digits - 1,
+                     v.type == NVL_GGUF_TYPE_FLOAT32 ? (double)v.f32 : v.f64);
+            if (v.type == NVL_GGUF_TYPE_FLOAT32)
+                assert_false(strtof(fewer, NULL) == v.f32);
+            else
+                assert_false(strtod(fewer, NULL) == v.f64);
+        }
+    }
 }
 
 static int produce_short(void *ctx, const struct nvl_gguf_tensor *t, struct nvl_gguf_sink *sink)
@@ -904,6 +1008,7 @@ int main(void)
         cmocka_unit_test(tensor_errors),
         cmocka_unit_test(writer_round_trip),
         cmocka_unit_test(writer_rejects_short_producer),
+        cmocka_unit_test(value_format),
         cmocka_unit_test(writer_reproduces_llama_cpp_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -137,59 +137,18 @@ static void print_hex(const void *p, uint64_t len)
         printf("%02x", ((const uint8_t *)p)[i]);
 }
 
-/* One scalar of type t at p, in a form Python parses back exactly. */
-static void print_scalar(enum nvl_gguf_type t, const void *p)
+/* A string as "x" and its hex, a number or bool as the library formats it (which Python reads
+ * back exactly). */
+static void print_value(const struct nvl_gguf_value *v)
 {
-    union {
-        uint8_t u8;
-        int8_t i8;
-        uint16_t u16;
-        int16_t i16;
-        uint32_t u32;
-        int32_t i32;
-        float f32;
-        uint64_t u64;
-        int64_t i64;
-        double f64;
-    } v;
+    char buf[64];
 
-    memcpy(&v, p, nvl_gguf_type_size(t));
-    switch (t) {
-    case NVL_GGUF_TYPE_UINT8:
-        printf("%u", v.u8);
-        break;
-    case NVL_GGUF_TYPE_INT8:
-        printf("%d", v.i8);
-        break;
-    case NVL_GGUF_TYPE_UINT16:
-        printf("%u", v.u16);
-        break;
-    case NVL_GGUF_TYPE_INT16:
-        printf("%d", v.i16);
-        break;
-    case NVL_GGUF_TYPE_UINT32:
-        printf("%" PRIu32, v.u32);
-        break;
-    case NVL_GGUF_TYPE_INT32:
-        printf("%" PRId32, v.i32);
-        break;
-    case NVL_GGUF_TYPE_FLOAT32:
-        printf("%a", (double)v.f32);
-        break;
-    case NVL_GGUF_TYPE_BOOL:
-        printf("%u", v.u8);
-        break;
-    case NVL_GGUF_TYPE_UINT64:
-        printf("%" PRIu64, v.u64);
-        break;
-    case NVL_GGUF_TYPE_INT64:
-        printf("%" PRId64, v.i64);
-        break;
-    case NVL_GGUF_TYPE_FLOAT64:
-        printf("%a", v.f64);
-        break;
-    default:
-        printf("?");
+    if (v->type == NVL_GGUF_TYPE_STRING) {
+        print_hex(v->str.data, v->str.len);
+    } else if (nvl_gguf_value_format(v, buf, sizeof(buf)) > 0) {
+        fputs(buf, stdout);
+    } else {
+        putchar('?');
     }
 }
 
@@ -209,26 +168,17 @@ static int dump(const char *path)
 
         nvl_gguf_kv_value(g, (int64_t)i, &v);
         printf("kv %s %s ", nvl_gguf_kv_key(g, (int64_t)i), nvl_gguf_type_name(v.type));
-        if (v.type == NVL_GGUF_TYPE_STRING) {
-            print_hex(v.str.data, v.str.len);
-        } else if (v.type == NVL_GGUF_TYPE_ARRAY) {
+        if (v.type == NVL_GGUF_TYPE_ARRAY) {
             printf("%s %" PRIu64, nvl_gguf_type_name(v.arr.type), v.arr.count);
             for (uint64_t j = 0; j < v.arr.count; j++) {
-                printf(" ");
-                if (v.arr.type == NVL_GGUF_TYPE_STRING) {
-                    const char *s;
-                    uint64_t len;
+                struct nvl_gguf_value e;
 
-                    nvl_gguf_arr_str(g, (int64_t)i, j, &s, &len);
-                    printf("x");
-                    print_hex(s, len);
-                } else {
-                    print_scalar(v.arr.type,
-                                 (const uint8_t *)v.arr.data + j * nvl_gguf_type_size(v.arr.type));
-                }
+                nvl_gguf_arr_value(g, (int64_t)i, j, &e);
+                printf(e.type == NVL_GGUF_TYPE_STRING ? " x" : " ");
+                print_value(&e);
             }
         } else {
-            print_scalar(v.type, &v.u64);
+            print_value(&v);
         }
         printf("\n");
     }

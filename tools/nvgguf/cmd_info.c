@@ -37,60 +37,18 @@ static void print_str(const char *s, uint64_t len, uint64_t max)
         printf("... (%" PRIu64 " bytes)", len);
 }
 
-static void print_scalar(enum nvl_gguf_type type, const void *p)
+/* A string is quoted and escaped, shortened unless --all; numbers and bools as the library
+ * formats them. */
+static void print_value(const struct nvl_gguf_value *v, int all)
 {
-    union {
-        uint8_t u8;
-        int8_t i8;
-        uint16_t u16;
-        int16_t i16;
-        uint32_t u32;
-        int32_t i32;
-        float f32;
-        uint64_t u64;
-        int64_t i64;
-        double f64;
-    } v;
+    char buf[64];
 
-    memcpy(&v, p, nvl_gguf_type_size(type));
-    switch (type) {
-    case NVL_GGUF_TYPE_UINT8:
-        printf("%u", v.u8);
-        break;
-    case NVL_GGUF_TYPE_INT8:
-        printf("%d", v.i8);
-        break;
-    case NVL_GGUF_TYPE_UINT16:
-        printf("%u", v.u16);
-        break;
-    case NVL_GGUF_TYPE_INT16:
-        printf("%d", v.i16);
-        break;
-    case NVL_GGUF_TYPE_UINT32:
-        printf("%" PRIu32, v.u32);
-        break;
-    case NVL_GGUF_TYPE_INT32:
-        printf("%" PRId32, v.i32);
-        break;
-    case NVL_GGUF_TYPE_FLOAT32:
-        printf("%g", (double)v.f32);
-        break;
-    case NVL_GGUF_TYPE_BOOL:
-        printf("%s", v.u8 ? "true" : "false");
-        break;
-    case NVL_GGUF_TYPE_UINT64:
-        printf("%" PRIu64, v.u64);
-        break;
-    case NVL_GGUF_TYPE_INT64:
-        printf("%" PRId64, v.i64);
-        break;
-    case NVL_GGUF_TYPE_FLOAT64:
-        printf("%.17g", v.f64);
-        break;
-    default:
-        printf("?");
-        break;
-    }
+    if (v->type == NVL_GGUF_TYPE_STRING)
+        print_str(v->str.data, v->str.len, all ? 0 : INFO_STRING_HEAD);
+    else if (nvl_gguf_value_format(v, buf, sizeof(buf)) >= 0)
+        fputs(buf, stdout);
+    else
+        putchar('?');
 }
 
 static void print_kv(const struct nvl_gguf *g, int64_t i, int all)
@@ -99,10 +57,7 @@ static void print_kv(const struct nvl_gguf *g, int64_t i, int all)
 
     nvl_gguf_kv_value(g, i, &v);
     printf("  %-40s ", nvl_gguf_kv_key(g, i));
-    if (v.type == NVL_GGUF_TYPE_STRING) {
-        printf("%-8s ", "string");
-        print_str(v.str.data, v.str.len, all ? 0 : INFO_STRING_HEAD);
-    } else if (v.type == NVL_GGUF_TYPE_ARRAY) {
+    if (v.type == NVL_GGUF_TYPE_ARRAY) {
         const uint64_t n = all || v.arr.count <= INFO_ARRAY_HEAD ? v.arr.count : INFO_ARRAY_HEAD;
         char type[32];
 
@@ -110,24 +65,18 @@ static void print_kv(const struct nvl_gguf *g, int64_t i, int all)
                  v.arr.count);
         printf("%-8s ", type);
         for (uint64_t j = 0; j < n; j++) {
+            struct nvl_gguf_value e;
+
             if (j)
                 printf(", ");
-            if (v.arr.type == NVL_GGUF_TYPE_STRING) {
-                const char *s;
-                uint64_t len;
-
-                nvl_gguf_arr_str(g, i, j, &s, &len);
-                print_str(s, len, all ? 0 : INFO_STRING_HEAD);
-            } else {
-                print_scalar(v.arr.type,
-                             (const uint8_t *)v.arr.data + j * nvl_gguf_type_size(v.arr.type));
-            }
+            nvl_gguf_arr_value(g, i, j, &e);
+            print_value(&e, all);
         }
         if (n < v.arr.count)
             printf(", ...");
     } else {
         printf("%-8s ", nvl_gguf_type_name(v.type));
-        print_scalar(v.type, &v.u64);
+        print_value(&v, all);
     }
     putchar('\n');
 }

@@ -147,6 +147,15 @@ int nvl_gguf_kv_value(const struct nvl_gguf *g, int64_t i, struct nvl_gguf_value
  * when kv i is not an array of strings or i is out of range. */
 int nvl_gguf_arr_str(const struct nvl_gguf *g, int64_t kv, uint64_t i, const char **s,
                      uint64_t *len);
+/* Element i of array kv as a scalar value: v->type is the element type; a string element is
+ * as nvl_gguf_arr_str() gives it. Returns 0, or -EINVAL when kv is not an array or i is out of
+ * range. */
+int nvl_gguf_arr_value(const struct nvl_gguf *g, int64_t kv, uint64_t i, struct nvl_gguf_value *v);
+/* Writes a number or bool value as text that reads back as the same value: integers in decimal,
+ * bools as true/false, floats as %g with the fewest significant digits, at least 6, that
+ * strtof/strtod read back exactly (0.1f is "0.1", 10000 is "10000"). Returns the length as
+ * snprintf does (truncated when it is >= len), or -EINVAL for a string, array or unknown type. */
+int nvl_gguf_value_format(const struct nvl_gguf_value *v, char *buf, size_t len);
 
 /* Typed getters by key. Each returns 0, -ENOENT when the key is absent, or -EINVAL when the value
  * has another type; *out is written only on success. */
