@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,39 +70,60 @@ static void read_sqe(struct nvme_sqe *sqe, struct hbuf *data, uint64_t lba)
     host_rw_sqe(sqe, 0x02, lba, 1, 512, data, (size_t)(lba % 64) * 512, NULL);
 }
 
-static int wait_cfs(struct host *h)
+/* After a rule is broken: CSTS.CFS, violation v counted once, and after a disable and re-enable
+ * the controller comes back clean. Destroys the host. */
+static void expect_cfs(struct host *h, enum nvl_sim_violation v)
 {
-    return host_wait_csts(h, 2, 2, 2000);
-}
+    struct hbuf b;
 
-/* After CFS the host disables and re-enables; the controller must come back clean. */
-static void recover(struct host *h)
-{
+    assert_int_equal(host_wait_csts(h, 2, 2, 2000), 0);
+    assert_int_equal(host_viol(h, v), 1);
     assert_int_equal(host_disable(h), 0);
     assert_int_equal(host_reg32(h, CSTS) & 2, 0);
     memset(&h->ioq, 0, sizeof(h->ioq));
     assert_int_equal(host_bringup(h, 1, 8), 0);
-    {
-        struct hbuf b;
-
-        assert_int_equal(host_buf(h, 4096, &b), 0);
-        assert_int_equal(host_io(h, 1, 0x02, 0, 1, &b, 0, NULL), 0);
-        host_buf_free(h, &b);
-    }
+    assert_int_equal(host_buf(h, 4096, &b), 0);
+    assert_int_equal(host_io(h, 1, 0x02, 0, 1, &b, 0, NULL), 0);
+    host_destroy(h);
 }
 
-static void sq_tail_out_of_range(void **state)
+/* Ten reads on queue 1 whose CQ has 4 entries: three complete, and the sim holds the rest back
+ * (SQ head stuck at 3, tail at 10) until the host frees CQ slots. */
+static void fill_cq(struct host *h, struct hbuf *data)
 {
+    struct nvme_sqe sqe;
+    struct hq *q = &h->ioq[1];
+
+    for (int i = 0; i < 10; i++) {
+        read_sqe(&sqe, data, (uint64_t)i);
+        host_push(q, &sqe, 0);
+    }
+    host_ring(h, q);
+    assert_int_equal(host_wait_viol(h, NVL_SIM_VIOL_CQ_FULL, 1, 2000), 0);
+}
+
+/* A doorbell write that breaks a rule by itself, on a host with queue pair 1 of 16 entries. */
+struct bad_doorbell {
+    bool cq; /* the CQ head doorbell, else the SQ tail doorbell */
+    uint16_t qid;
+    uint32_t value;
+    enum nvl_sim_violation viol;
+};
+
+static const struct bad_doorbell sq_tail_out_of_range = {false, 1, 16, NVL_SIM_VIOL_SQ_TAIL};
+static const struct bad_doorbell cq_head_out_of_range = {true, 1, 16, NVL_SIM_VIOL_CQ_HEAD};
+static const struct bad_doorbell doorbell_of_absent_queue = {false, 3, 1,
+                                                             NVL_SIM_VIOL_DOORBELL_NOQUEUE};
+
+static void bad_doorbell(void **state)
+{
+    const struct bad_doorbell *c = *state;
     struct host h;
     struct hbuf data;
 
-    (void)state;
     up_with_queue(&h, "mode=mem,size=1M", 16, 16, &data);
-    host_db_write(host_sq_db(&h, 1), 16);
-    assert_int_equal(wait_cfs(&h), 0);
-    assert_int_equal(host_viol(&h, NVL_SIM_VIOL_SQ_TAIL), 1);
-    recover(&h);
-    host_destroy(&h);
+    host_db_write(c->cq ? host_cq_db(&h, c->qid) : host_sq_db(&h, c->qid), c->value);
+    expect_cfs(&h, c->viol);
 }
 
 /* The new tail may not run over entries the controller has not fetched yet. The SQ is kept from
@@ -110,40 +132,14 @@ static void sq_tail_overrun(void **state)
 {
     struct host h;
     struct hbuf data;
-    struct nvme_sqe sqe;
-    struct hq *q = &h.ioq[1];
-    int i;
 
     (void)state;
     up_with_queue(&h, "mode=mem,size=1M", 16, 4, &data);
-    for (i = 0; i < 10; i++) {
-        read_sqe(&sqe, &data, (uint64_t)i);
-        host_push(q, &sqe, 0);
-    }
-    host_ring(&h, q);
-    /* Once the CQ is full, the head is stuck at 3 and the tail at 10: 7 unfetched, room for 8
-     * more. 9 more passes the head. */
-    assert_int_equal(host_wait_viol(&h, NVL_SIM_VIOL_CQ_FULL, 1, 2000), 0);
+    fill_cq(&h, &data);
     assert_int_equal(host_reg32(&h, CSTS) & 2, 0);
+    /* 7 unfetched, room for 8 more: a tail of 10 + 9 = 19 % 16 = 3 passes the head. */
     host_db_write(host_sq_db(&h, 1), 3);
-    assert_int_equal(wait_cfs(&h), 0);
-    assert_int_equal(host_viol(&h, NVL_SIM_VIOL_SQ_TAIL), 1);
-    recover(&h);
-    host_destroy(&h);
-}
-
-static void cq_head_out_of_range(void **state)
-{
-    struct host h;
-    struct hbuf data;
-
-    (void)state;
-    up_with_queue(&h, "mode=mem,size=1M", 16, 16, &data);
-    host_db_write(host_cq_db(&h, 1), 16);
-    assert_int_equal(wait_cfs(&h), 0);
-    assert_int_equal(host_viol(&h, NVL_SIM_VIOL_CQ_HEAD), 1);
-    recover(&h);
-    host_destroy(&h);
+    expect_cfs(&h, NVL_SIM_VIOL_SQ_TAIL);
 }
 
 /* The head may not pass entries the controller posted: one CQE posted, head moved by two. */
@@ -160,24 +156,7 @@ static void cq_head_past_posted(void **state)
     host_submit(&h, &h.ioq[1], &sqe, 0);
     assert_int_equal(host_reap_noring(&h.ioq[1], &c, 2000), 0);
     host_db_write(host_cq_db(&h, 1), 2);
-    assert_int_equal(wait_cfs(&h), 0);
-    assert_int_equal(host_viol(&h, NVL_SIM_VIOL_CQ_HEAD), 1);
-    recover(&h);
-    host_destroy(&h);
-}
-
-static void doorbell_of_absent_queue(void **state)
-{
-    struct host h;
-    struct hbuf data;
-
-    (void)state;
-    up_with_queue(&h, "mode=mem,size=1M", 16, 16, &data);
-    host_db_write(host_sq_db(&h, 3), 1);
-    assert_int_equal(wait_cfs(&h), 0);
-    assert_int_equal(host_viol(&h, NVL_SIM_VIOL_DOORBELL_NOQUEUE), 1);
-    recover(&h);
-    host_destroy(&h);
+    expect_cfs(&h, NVL_SIM_VIOL_CQ_HEAD);
 }
 
 /* A CQ of 4 entries holds 3 completions: the rest wait, nothing is overwritten, and everything
@@ -186,19 +165,13 @@ static void cq_full_back_pressure(void **state)
 {
     struct host h;
     struct hbuf data;
-    struct nvme_sqe sqe;
     struct nvme_cqe c;
     struct hq *q = &h.ioq[1];
     int i;
 
     (void)state;
     up_with_queue(&h, "mode=mem,size=1M", 16, 4, &data);
-    for (i = 0; i < 10; i++) {
-        read_sqe(&sqe, &data, (uint64_t)i);
-        host_push(q, &sqe, 0);
-    }
-    host_ring(&h, q);
-    assert_int_equal(host_wait_viol(&h, NVL_SIM_VIOL_CQ_FULL, 1, 2000), 0);
+    fill_cq(&h, &data);
     sleep_us(2000);
     /* Exactly three posted (phase 1), the fourth slot untouched (phase 0). */
     for (i = 0; i < 3; i++)
@@ -207,14 +180,11 @@ static void cq_full_back_pressure(void **state)
     /* Reap with a CQ ring of 4 while the SQ ring is 16. */
     q->size = 4;
     for (i = 0; i < 10; i++) {
-        uint32_t tail_save;
-
         assert_int_equal(host_reap(&h, q, &c, 2000), 0);
         assert_int_equal(c.cid, i);
         assert_int_equal(CQE_STATUS(&c), 0);
         assert_int_equal(c.sqid, 1);
-        tail_save = c.sqhd;
-        assert_true(tail_save <= 10);
+        assert_true(c.sqhd <= 10);
     }
     assert_int_equal(host_reg32(&h, CSTS) & 2, 0);
     host_destroy(&h);
@@ -313,7 +283,7 @@ static double run_stream(struct host *h, struct hbuf *buf, struct hbuf *lists, u
     struct nvme_sqe sqe;
     struct nvme_cqe c;
     uint64_t t0, t_end, done = 0, submitted = 0;
-    uint32_t nlb = bytes / 4096, i, inflight = 0;
+    uint32_t nlb = bytes / 4096, inflight = 0;
 
     t0 = now_ns();
     t_end = t0 + (uint64_t)(seconds * 1e9);
@@ -336,7 +306,6 @@ static double run_stream(struct host *h, struct hbuf *buf, struct hbuf *lists, u
         inflight--;
         done++;
     }
-    (void)i;
     return (double)(done * bytes) / ((double)(now_ns() - t0) / 1e9);
 }
 
@@ -496,14 +465,20 @@ static void concurrent_hosts_random_io(void **state)
     host_destroy(&h);
 }
 
+/* A bad_doorbell test named after its case. */
+#define BAD_DOORBELL_TEST(c)                                                                       \
+    {                                                                                              \
+#c, bad_doorbell, NULL, NULL, (void *)&c                                                   \
+    }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(sq_tail_out_of_range),
+        BAD_DOORBELL_TEST(sq_tail_out_of_range),
         cmocka_unit_test(sq_tail_overrun),
-        cmocka_unit_test(cq_head_out_of_range),
+        BAD_DOORBELL_TEST(cq_head_out_of_range),
         cmocka_unit_test(cq_head_past_posted),
-        cmocka_unit_test(doorbell_of_absent_queue),
+        BAD_DOORBELL_TEST(doorbell_of_absent_queue),
         cmocka_unit_test(cq_full_back_pressure),
         cmocka_unit_test(phase_tags_over_wraps),
         cmocka_unit_test(several_threads),
