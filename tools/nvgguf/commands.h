@@ -8,5 +8,6 @@ int nvgguf_cmd_quantize(int argc, char **argv);
 int nvgguf_cmd_tokenize(int argc, char **argv);
 int nvgguf_cmd_detokenize(int argc, char **argv);
 int nvgguf_cmd_pack(int argc, char **argv);
+int nvgguf_cmd_synth(int argc, char **argv);
 
 #endif

@@ -22,6 +22,9 @@ static const struct nvgguf_command commands[] = {
      "detokenize MODEL.gguf [--special] [--no-cleanup] [ID...]  ids (args or stdin) to text"},
     {"pack", nvgguf_cmd_pack,
      "pack IN OUT | pack --check IN  4 KiB-aligned layout, one extent per layer (for drives)"},
+    {"synth", nvgguf_cmd_synth,
+     "synth --shape llama3-8b|llama2-70b|... --type q4_0|q4_K|q6_K|q8_0|... -o OUT  random "
+     "weights, real shape"},
 };
 
 static void usage(FILE *f)
