@@ -23,17 +23,47 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void bringup_and_shutdown(void **state)
+/* A fake with the default configuration: 256 entries, 4 queue pairs, 512-byte blocks. */
+static struct fake_nvme *fake_default(void)
 {
     struct fake_nvme_opts fo;
+
+    fake_nvme_opts_init(&fo);
+    return fake_nvme_create(&fo);
+}
+
+/* A fault during bring-up: nvl_ctrl_create() returns err within max_ms (a clear error instead of
+ * a hang), hands out no controller, and deletes every queue it created. */
+static void bringup_fails(const struct fake_nvme_opts *fo, uint32_t admin_timeout_ms, int err,
+                          uint64_t max_ms)
+{
+    struct fake_nvme *f = fake_nvme_create(fo);
+    struct nvl_ctrl_opts o;
+    struct nvl_ctrl *c = NULL;
+    struct fake_nvme_counts n;
+    uint64_t t0 = now_ms();
+
+    nvl_ctrl_opts_init(&o);
+    if (admin_timeout_ms)
+        o.admin_timeout_ms = admin_timeout_ms;
+    assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), &o, &c), err);
+    assert_true(now_ms() - t0 < max_ms);
+    assert_null(c);
+    fake_nvme_counts(f, &n);
+    assert_int_equal(n.deleted_cqs, n.created_cqs);
+    assert_int_equal(n.deleted_sqs, n.created_sqs);
+    fake_nvme_destroy(f);
+}
+
+static void bringup_and_shutdown(void **state)
+{
     struct fake_nvme *f;
     struct nvl_ctrl *c = NULL;
     struct fake_nvme_counts n;
     const struct nvl_ctrl_info *in;
 
     (void)state;
-    fake_nvme_opts_init(&fo);
-    f = fake_nvme_create(&fo);
+    f = fake_default();
     assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), NULL, &c), 0);
     assert_int_equal(nvl_ctrl_get_state(c), NVL_CTRL_READY);
     in = nvl_ctrl_get_info(c);
@@ -129,14 +159,12 @@ static void limits_are_clamped(void **state)
 
 static void max_transfer_option(void **state)
 {
-    struct fake_nvme_opts fo;
     struct fake_nvme *f;
     struct nvl_ctrl_opts o;
     struct nvl_ctrl *c = NULL;
 
     (void)state;
-    fake_nvme_opts_init(&fo);
-    f = fake_nvme_create(&fo);
+    f = fake_default();
     nvl_ctrl_opts_init(&o);
     o.max_transfer = 1u << 20; /* above MDTS (128 KiB): clamped */
     assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), &o, &c), 0);
@@ -152,88 +180,55 @@ static void max_transfer_option(void **state)
 static void never_ready_times_out(void **state)
 {
     struct fake_nvme_opts fo;
-    struct fake_nvme *f;
-    struct nvl_ctrl *c = NULL;
-    uint64_t t0;
 
     (void)state;
     fake_nvme_opts_init(&fo);
     fo.never_ready = 1;
     fo.to = 1; /* 500 ms */
-    f = fake_nvme_create(&fo);
-    t0 = now_ms();
-    assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), NULL, &c), -ETIMEDOUT);
-    assert_null(c);
     /* One CAP.TO for enable, and at most one more for the disable on the way out. */
-    assert_true(now_ms() - t0 < 3000);
-    fake_nvme_destroy(f);
+    bringup_fails(&fo, 0, -ETIMEDOUT, 3000);
 }
 
 static void fatal_status_during_identify(void **state)
 {
     struct fake_nvme_opts fo;
-    struct fake_nvme *f;
-    struct nvl_ctrl *c = NULL;
 
     (void)state;
     fake_nvme_opts_init(&fo);
     fo.cfs_on_admin_opc = NVME_ADMIN_IDENTIFY;
-    f = fake_nvme_create(&fo);
-    assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), NULL, &c), -EIO);
-    assert_null(c);
-    fake_nvme_destroy(f);
+    bringup_fails(&fo, 0, -EIO, 3000);
 }
 
 static void lost_admin_completion(void **state)
 {
     struct fake_nvme_opts fo;
-    struct fake_nvme *f;
-    struct nvl_ctrl_opts o;
-    struct nvl_ctrl *c = NULL;
-    uint64_t t0;
 
     (void)state;
     fake_nvme_opts_init(&fo);
     fo.drop_admin_opc = NVME_ADMIN_SET_FEATURES;
-    f = fake_nvme_create(&fo);
-    nvl_ctrl_opts_init(&o);
-    o.admin_timeout_ms = 200;
-    t0 = now_ms();
-    assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), &o, &c), -ETIMEDOUT);
-    assert_true(now_ms() - t0 < 2000);
-    fake_nvme_destroy(f);
+    bringup_fails(&fo, 200, -ETIMEDOUT, 2000);
 }
 
+/* Create SQ fails after the CQ was created: the CQ is deleted again on the way out. */
 static void admin_error_status(void **state)
 {
     struct fake_nvme_opts fo;
-    struct fake_nvme *f;
-    struct nvl_ctrl *c = NULL;
-    struct fake_nvme_counts n;
 
     (void)state;
     fake_nvme_opts_init(&fo);
     fo.fail_admin_opc = NVME_ADMIN_CREATE_SQ;
     fo.fail_status = NVME_STATUS(NVME_SCT_COMMAND_SPECIFIC, NVME_SC_INVALID_QUEUE_SIZE);
-    f = fake_nvme_create(&fo);
-    assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), NULL, &c), -EIO);
-    /* The CQ that was created is deleted again on the way out. */
-    fake_nvme_counts(f, &n);
-    assert_int_equal(n.created_cqs, 1);
-    assert_int_equal(n.deleted_cqs, 1);
-    fake_nvme_destroy(f);
+    bringup_fails(&fo, 0, -EIO, 3000);
 }
 
 static void bad_arguments(void **state)
 {
-    struct fake_nvme_opts fo;
     struct fake_nvme *f;
     struct nvl_ctrl_opts o;
     struct nvl_ctrl *c = NULL;
 
     (void)state;
-    fake_nvme_opts_init(&fo);
-    f = fake_nvme_create(&fo);
+    f = fake_default();
     assert_int_equal(nvl_ctrl_create(NULL, NULL, &c), -EINVAL);
     nvl_ctrl_opts_init(&o);
     o.io_queue_depth = 1;
@@ -248,15 +243,13 @@ static void bad_arguments(void **state)
 
 static void reset_recreates_queues(void **state)
 {
-    struct fake_nvme_opts fo;
     struct fake_nvme *f;
     struct nvl_ctrl_opts o;
     struct nvl_ctrl *c = NULL;
     struct fake_nvme_counts n;
 
     (void)state;
-    fake_nvme_opts_init(&fo);
-    f = fake_nvme_create(&fo);
+    f = fake_default();
     nvl_ctrl_opts_init(&o);
     o.n_io_queues = 2;
     assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), &o, &c), 0);
@@ -300,7 +293,6 @@ static void admin_timeout_resets_controller(void **state)
 
 static void admin_passthrough_and_log_page(void **state)
 {
-    struct fake_nvme_opts fo;
     struct fake_nvme *f;
     struct nvl_ctrl *c = NULL;
     struct nvl_dma *buf = NULL;
@@ -308,8 +300,7 @@ static void admin_passthrough_and_log_page(void **state)
     uint16_t st = 0xffff;
 
     (void)state;
-    fake_nvme_opts_init(&fo);
-    f = fake_nvme_create(&fo);
+    f = fake_default();
     assert_int_equal(nvl_ctrl_create(fake_nvme_transport(f), NULL, &c), 0);
     assert_int_equal(nvl_dma_create(fake_nvme_transport(f), 4096, 0, &buf), 0);
     memset(buf->vaddr, 0x5a, 4096);
