@@ -558,7 +558,15 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
     if (srv->cfg.verbose) {
         double s = (double)(now_ns() - rq->t0) / 1e9;
-        if (rq->job && rq->job->n_prompt)
+        /* A job's results may be read once it is done (the worker may still run it when the
+         * client is gone). */
+        bool done = false;
+        if (rq->job) {
+            pthread_mutex_lock(&rq->job->mu);
+            done = rq->job->done;
+            pthread_mutex_unlock(&rq->job->mu);
+        }
+        if (done)
             fprintf(stderr,
                     "nvinfer serve: %s %s %u%s, %.3f s, %d prompt tokens (%d cached), %d "
                     "generated\n",
