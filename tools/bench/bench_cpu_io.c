@@ -16,8 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "nvl_driver.h"
 #include "nvl_sim.h"
 #include "nvl_sim/sim.h"
@@ -31,14 +31,6 @@ struct args {
     char mdts_list[64];    /* comma-separated MDTS values (4 KiB units, log2) */
     const char *sim_extra; /* extra sim options */
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *f)
 {
@@ -130,12 +122,12 @@ static double bench_memcpy(double seconds)
     memset(a, 1, n);
     memset(b, 2, n);
     memcpy(b, a, n); /* warm-up: both buffers faulted in */
-    t0 = now_s();
+    t0 = bench_now_s();
     do {
         memcpy(b, a, n);
         bytes += n;
         a[bytes % n] ^= b[(bytes / 3) % n]; /* keep the copies observable */
-        t = now_s();
+        t = bench_now_s();
     } while (t - t0 < seconds);
     free(a);
     free(b);
@@ -223,7 +215,7 @@ static double bench_read_mdts(const struct args *a, uint32_t mdts, uint32_t *cmd
     io.depth = a->depth;
     /* One warm-up call faults in the sim's backing memory. */
     rc = nvl_io_read(e.ctrl, &io, 0, call_lbas, buf, 0, NULL);
-    t0 = now_s();
+    t0 = bench_now_s();
     do {
         if (slba + call_lbas > ns_lbas)
             slba = 0;
@@ -232,7 +224,7 @@ static double bench_read_mdts(const struct args *a, uint32_t mdts, uint32_t *cmd
             break;
         slba += call_lbas;
         bytes += call;
-        t = now_s();
+        t = bench_now_s();
     } while (t - t0 < a->seconds);
 out:
     nvl_dma_destroy(buf);
@@ -281,7 +273,7 @@ static double bench_read_4k(const struct args *a, const char *mode)
     rc = nvl_dma_create(nvl_sim_transport(e.sim), (size_t)a->depth * 4096, 0, &buf);
     if (rc)
         goto out;
-    t0 = now_s();
+    t0 = bench_now_s();
     for (;;) {
         /* Keep `depth` reads in flight: top up, ring once, reap. */
         while (submitted - s.done < a->depth) {
@@ -299,7 +291,7 @@ static double bench_read_4k(const struct args *a, const char *mode)
         rc = nvl_qpair_poll(qp, 0);
         if (rc < 0)
             goto out;
-        if (++polls % 256 == 0 && (t = now_s()) - t0 >= a->seconds)
+        if (++polls % 256 == 0 && (t = bench_now_s()) - t0 >= a->seconds)
             break;
     }
     while (nvl_qpair_outstanding(qp) && nvl_qpair_poll(qp, 0) >= 0)

@@ -22,10 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cuda_runtime_api.h>
 
+#include "bench_util.h"
 #include "nvl_driver.h"
 #include "nvl_host.h"
 #include "nvl_loader.h"
@@ -54,37 +54,6 @@ struct rig {
     uint64_t *list_iova;
     uint32_t buf_id;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double thread_cpu_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double process_cpu_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
 
 static void rig_destroy(struct rig *g)
 {
@@ -177,9 +146,9 @@ static int run_stream(struct rig *g, uint32_t cmd_shift, uint32_t cmds_per_req, 
     double t0, t1;
     int rc = 0;
 
-    t0 = now_s();
+    t0 = bench_now_s();
     for (;;) {
-        int stop = now_s() - t0 >= seconds;
+        int stop = bench_now_s() - t0 >= seconds;
 
         while (!stop && posted - done < window) {
             struct nvl_engine_req q;
@@ -207,7 +176,7 @@ static int run_stream(struct rig *g, uint32_t cmd_shift, uint32_t cmds_per_req, 
         done++;
         cmds += cmds_per_req;
     }
-    t1 = now_s();
+    t1 = bench_now_s();
     *cmds_per_s = (double)cmds / (t1 - t0);
     return 0;
 }
@@ -270,12 +239,11 @@ static int bench_null(const struct args *a)
     return 0;
 }
 
-/* Best and median of `reps` copies done by fn. */
+/* Best (largest) and median of n rates. */
 static void best_median(double *v, uint32_t n, double *best, double *median)
 {
-    qsort(v, n, sizeof(*v), cmp_double);
+    *median = bench_median(v, (int)n);
     *best = v[n - 1];
-    *median = v[n / 2];
 }
 
 static double memcpy_gbps(size_t bytes, uint32_t reps)
@@ -291,10 +259,10 @@ static double memcpy_gbps(size_t bytes, uint32_t reps)
     memset(a, 1, bytes);
     memset(b, 2, bytes);
     for (uint32_t i = 0; i < reps; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
 
         memcpy(b, a, bytes);
-        v[i] = (double)bytes / (now_s() - t0) / 1e9;
+        v[i] = (double)bytes / (bench_now_s() - t0) / 1e9;
     }
     free(a);
     free(b);
@@ -313,10 +281,10 @@ static double h2d_gbps(size_t bytes, uint32_t reps)
     memset(h, 3, bytes);
     cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
     for (uint32_t i = 0; i < reps; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
 
         cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
-        v[i] = (double)bytes / (now_s() - t0) / 1e9;
+        v[i] = (double)bytes / (bench_now_s() - t0) / 1e9;
     }
     best_median(v, reps, &best, &median);
 out:
@@ -338,7 +306,7 @@ static double layer_once(struct rig *g, uint64_t slba, uint64_t bytes)
     q.slba = slba;
     q.nlb = (uint32_t)(bytes / nvl_host_engine_lba_size(g->e));
     q.buf = (uint16_t)g->buf_id;
-    t0 = now_s();
+    t0 = bench_now_s();
     rc = nvl_host_engine_post(g->e, &q, 1, &first);
     if (!rc)
         rc = nvl_host_engine_wait(g->e, first, 1, 60000000000ull, &st);
@@ -347,7 +315,7 @@ static double layer_once(struct rig *g, uint64_t slba, uint64_t bytes)
                 nvl_engine_st_str(st));
         return -1;
     }
-    t0 = now_s() - t0;
+    t0 = bench_now_s() - t0;
     nvl_host_engine_release(g->e, first, 1);
     return t0;
 }
@@ -416,7 +384,7 @@ static int bench_cpu(const struct args *a)
         return 1;
     if (layer_once(&g, 0, bytes) < 0)
         return 1;
-    cpu0 = thread_cpu_s();
+    cpu0 = bench_clock_s(CLOCK_THREAD_CPUTIME_ID);
     mon0 = nvl_host_engine_monitor_cpu_seconds(g.e);
     for (uint32_t i = 0; i < a->reps; i++) {
         double s = layer_once(&g, 0, bytes);
@@ -425,7 +393,8 @@ static int bench_cpu(const struct args *a)
             return 1;
         t_eng += s;
     }
-    cpu_eng = thread_cpu_s() - cpu0 + nvl_host_engine_monitor_cpu_seconds(g.e) - mon0;
+    cpu_eng = bench_clock_s(CLOCK_THREAD_CPUTIME_ID) - cpu0 +
+              nvl_host_engine_monitor_cpu_seconds(g.e) - mon0;
     nvl_host_engine_stop(g.e);
     rig_destroy(&g);
 
@@ -444,7 +413,7 @@ static int bench_cpu(const struct args *a)
         struct nvl_read_stats st;
         struct nvl_read *r;
 
-        cpu0 = process_cpu_s();
+        cpu0 = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
         rc = nvl_loader_read_async(l, &e, 1, nvl_dst_slot(0), &r);
         if (!rc)
             rc = nvl_loader_wait(r, &st);
@@ -455,7 +424,7 @@ static int bench_cpu(const struct args *a)
         }
         if (i == 0)
             continue; /* warm-up */
-        cpu_file += process_cpu_s() - cpu0;
+        cpu_file += bench_clock_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
         t_file += st.seconds;
     }
     nvl_loader_destroy(l);

@@ -24,11 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "bench_util.h"
 
 #ifdef NVL_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -55,44 +56,6 @@ struct cfg {
     int runs;
     bool md;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double children_cpu_s(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_CHILDREN, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* Writes random bytes until the file holds `size`; keeps what is there. */
 static int file_prepare(const char *path, uint64_t size)
@@ -155,7 +118,7 @@ static void bench_dd(const struct cfg *c, const char *bs, uint64_t bs_bytes, str
     for (int i = 0; i < c->runs; i++) {
         char *argv[] = {"dd",      arg_if,         "of=/dev/null", arg_bs,
                         arg_count, "iflag=direct", "status=none",  NULL};
-        double t0 = now_s(), c0 = children_cpu_s(), t1;
+        double t0 = bench_now_s(), c0 = bench_children_cpu_s(), t1;
         int status;
         pid_t pid;
 
@@ -165,12 +128,12 @@ static void bench_dd(const struct cfg *c, const char *bs, uint64_t bs_bytes, str
             snprintf(row->note, sizeof(row->note), "dd failed");
             return;
         }
-        t1 = now_s();
+        t1 = bench_now_s();
         gbps[i] = (double)(count * bs_bytes) / (t1 - t0) / 1e9;
-        cpu[i] = (children_cpu_s() - c0) / ((double)(count * bs_bytes) / 1e9);
+        cpu[i] = (bench_children_cpu_s() - c0) / ((double)(count * bs_bytes) / 1e9);
     }
-    row->gbps = median(gbps, c->runs);
-    row->cpu_per_gb = median(cpu, c->runs);
+    row->gbps = bench_median(gbps, c->runs);
+    row->cpu_per_gb = bench_median(cpu, c->runs);
     snprintf(row->note, sizeof(row->note), "%" PRIu64 " MiB, one read in flight",
              count * bs_bytes / MIB);
 }
@@ -180,7 +143,7 @@ static int loader_pass(struct nvl_loader *l, const struct cfg *c, enum nvl_dst_k
                        double *gbps, double *cpu_per_gb)
 {
     uint64_t cap = nvl_loader_capacity(l) < c->size ? nvl_loader_capacity(l) : c->size, done = 0;
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = bench_now_s(), c0 = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
     uint32_t slot = 0;
 
     while (done < cap) {
@@ -200,8 +163,8 @@ static int loader_pass(struct nvl_loader *l, const struct cfg *c, enum nvl_dst_k
         done += e.len;
         slot ^= 1;
     }
-    *gbps = (double)cap / (now_s() - t0) / 1e9;
-    *cpu_per_gb = (cpu_s() - c0) / ((double)cap / 1e9);
+    *gbps = (double)cap / (bench_now_s() - t0) / 1e9;
+    *cpu_per_gb = (bench_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0) / ((double)cap / 1e9);
     return 0;
 }
 
@@ -261,8 +224,8 @@ static void bench_loader(const struct cfg *c, enum nvl_loader_backend b, const c
         }
     }
     if (!row->skipped) {
-        row->gbps = median(gbps, c->runs);
-        row->cpu_per_gb = median(cpu, c->runs);
+        row->gbps = bench_median(gbps, c->runs);
+        row->cpu_per_gb = bench_median(cpu, c->runs);
         snprintf(row->note, sizeof(row->note), "%s", nvl_loader_reason(l));
         /* Keep the chosen backend's own part of the reason: up to "; not chosen". */
         if (strstr(row->note, "; not chosen"))
