@@ -5,6 +5,7 @@ the context. After all of it the server still answers."""
 import http.client
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -24,8 +25,27 @@ def openai_error(data, status):
     return e
 
 
+def bad_command_lines(nvinfer, model, keyfile_dir):
+    """Options the server refuses before it listens: exit status 2 and a message."""
+    empty = os.path.join(keyfile_dir, "empty.key")
+    open(empty, "w").close()
+    for argv, word in ((["--queue", "x"], "--queue"), (["--port", "70000"], "--port"),
+                       (["--parallel", "0"], "--parallel"), (["--max-body", "1"], "--max-body"),
+                       (["--api-key-file", empty], "empty"),
+                       (["--api-key-file", empty + ".none"], "cannot open"),
+                       (["-p", "hi"], "not server options"), (["--port"], "needs a value")):
+        r = subprocess.run([nvinfer, "serve", "-m", model, *argv], capture_output=True,
+                           text=True, timeout=60)
+        check(r.returncode == 2 and word in r.stderr, "serve %r: %d %r" % (argv, r.returncode,
+                                                                           r.stderr))
+    r = subprocess.run([nvinfer, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and "--api-key-file" in r.stdout, "serve --help")
+
+
 def main():
     nvinfer, model = args()
+    with tempfile.TemporaryDirectory() as d:
+        bad_command_lines(nvinfer, model, d)
     with tempfile.NamedTemporaryFile("w", suffix=".key", delete=False) as f:
         f.write(KEY + "\n")
         keyfile = f.name
