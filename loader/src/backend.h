@@ -154,6 +154,17 @@ struct nvl_read {
  * loader as needing a reset. */
 void nvl__read_complete(struct nvl_read *r, int err, uint16_t nvme_status);
 
+/* Appends "; " and a note to l->reason (what a backend's create() adds to the selection reason),
+ * cut at the end of the buffer. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void nvl__reason_append(struct nvl_loader *l, const char *fmt, ...);
+
+/* The probe step shared by the NVMe backends: a controller was given and is ready. 0, or -ENODEV
+ * with the reason written to why. */
+int nvl__probe_ctrl(const struct nvl_loader_opts *o, char *why, size_t why_len);
+
 /* Wall and process-CPU clocks in seconds. */
 double nvl__now(void);
 double nvl__cpu_now(void);

@@ -106,15 +106,10 @@ struct cpu_nvme {
 
 static int cpu_nvme_probe(const struct nvl_loader_opts *o, char *why, size_t why_len)
 {
-    if (!o->ctrl) {
-        snprintf(why, why_len, "no NVMe target (no controller given)");
-        return -ENODEV;
-    }
-    if (nvl_ctrl_get_state(o->ctrl) != NVL_CTRL_READY) {
-        snprintf(why, why_len, "controller %s not ready (%s)", nvl_ctrl_name(o->ctrl),
-                 nvl_ctrl_state_name(nvl_ctrl_get_state(o->ctrl)));
-        return -ENODEV;
-    }
+    int rc = nvl__probe_ctrl(o, why, why_len);
+
+    if (rc)
+        return rc;
     if (nvl_ctrl_qpair_count(o->ctrl) == 0) {
         snprintf(why, why_len, "controller %s has no I/O queue pairs", nvl_ctrl_name(o->ctrl));
         return -ENODEV;
@@ -587,8 +582,6 @@ static int cpu_nvme_create(struct nvl_loader *l)
 {
     const struct nvl_ctrl_info *in = nvl_ctrl_get_info(l->opts.ctrl);
     struct cpu_nvme *c = calloc(1, sizeof(*c));
-    char text[256];
-    size_t used;
     int rc;
 
     if (!c)
@@ -642,12 +635,9 @@ static int cpu_nvme_create(struct nvl_loader *l)
         goto err_free;
     }
     l->be = c;
-    snprintf(text, sizeof(text),
-             "; %u queue pairs x %u commands of up to %u KiB, %u-byte blocks, %llu bytes", c->n_qp,
-             c->depth, c->max_cmd >> 10, l->block_size, (unsigned long long)l->capacity);
-    used = strlen(l->reason);
-    if (used + strlen(text) < sizeof(l->reason))
-        memcpy(l->reason + used, text, strlen(text) + 1);
+    nvl__reason_append(
+        l, "%u queue pairs x %u commands of up to %u KiB, %u-byte blocks, %llu bytes", c->n_qp,
+        c->depth, c->max_cmd >> 10, l->block_size, (unsigned long long)l->capacity);
     return 0;
 
 err_free:

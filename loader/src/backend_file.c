@@ -489,14 +489,6 @@ static void *pread_main(void *arg)
 
 /* ---- backend ops -------------------------------------------------------------------------- */
 
-static void reason_append(struct nvl_loader *l, const char *text)
-{
-    size_t used = strlen(l->reason);
-
-    if (used + 1 < sizeof(l->reason))
-        snprintf(l->reason + used, sizeof(l->reason) - used, "; %s", text);
-}
-
 static void file_stop_threads(struct file_be *f)
 {
     pthread_mutex_lock(&f->lock);
@@ -530,14 +522,14 @@ static int file_start_engine(struct file_be *f)
                          strerror(-rc));
             f->engine = FILE_ENGINE_PREAD;
             snprintf(text, sizeof(text), "io_uring unavailable (%s)", strerror(-rc));
-            reason_append(l, text);
+            nvl__reason_append(l, "%s", text);
         }
     }
     want = f->engine == FILE_ENGINE_URING ? 1 : (f->depth < 16 ? f->depth : 16);
     if (f->engine == FILE_ENGINE_PREAD)
         snprintf(text, sizeof(text), "engine pread thread pool: %u threads, reads of up to %u KiB",
                  want, FILE_CHUNK >> 10);
-    reason_append(l, text);
+    nvl__reason_append(l, "%s", text);
     f->threads = calloc(want, sizeof(*f->threads));
     if (!f->threads)
         return -ENOMEM;

@@ -74,16 +74,10 @@ struct gpu_nvme {
 static int gpu_nvme_probe(const struct nvl_loader_opts *o, char *why, size_t why_len)
 {
     char name[128];
+    int rc = nvl__probe_ctrl(o, why, why_len);
 
-    if (!o->ctrl) {
-        snprintf(why, why_len, "no NVMe target (no controller given)");
-        return -ENODEV;
-    }
-    if (nvl_ctrl_get_state(o->ctrl) != NVL_CTRL_READY) {
-        snprintf(why, why_len, "controller %s not ready (%s)", nvl_ctrl_name(o->ctrl),
-                 nvl_ctrl_state_name(nvl_ctrl_get_state(o->ctrl)));
-        return -ENODEV;
-    }
+    if (rc)
+        return rc;
     if (nvl__cuda_device_probe(o->cuda_device, name, sizeof(name))) {
         snprintf(why, why_len, "%s", name);
         return -ENODEV;

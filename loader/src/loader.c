@@ -5,6 +5,7 @@
 #include "slots.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,34 @@ double nvl__cpu_now(void)
 
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void nvl__reason_append(struct nvl_loader *l, const char *fmt, ...)
+{
+    size_t used = strlen(l->reason);
+    va_list ap;
+
+    if (used + 3 > sizeof(l->reason))
+        return;
+    memcpy(l->reason + used, "; ", 3);
+    used += 2;
+    va_start(ap, fmt);
+    vsnprintf(l->reason + used, sizeof(l->reason) - used, fmt, ap);
+    va_end(ap);
+}
+
+int nvl__probe_ctrl(const struct nvl_loader_opts *o, char *why, size_t why_len)
+{
+    if (!o->ctrl) {
+        snprintf(why, why_len, "no NVMe target (no controller given)");
+        return -ENODEV;
+    }
+    if (nvl_ctrl_get_state(o->ctrl) != NVL_CTRL_READY) {
+        snprintf(why, why_len, "controller %s not ready (%s)", nvl_ctrl_name(o->ctrl),
+                 nvl_ctrl_state_name(nvl_ctrl_get_state(o->ctrl)));
+        return -ENODEV;
+    }
+    return 0;
 }
 
 void nvl_loader_opts_init(struct nvl_loader_opts *o)
