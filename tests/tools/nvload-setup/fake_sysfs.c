@@ -62,30 +62,28 @@ void fake_mkdir(struct fake *f, const char *rel)
     mkdir_p(p);
 }
 
-void fake_write(struct fake *f, const char *rel, const char *content)
+/* Writes text to the file rel, creating its directories; mode is fopen's "w" or "a". */
+static void put(struct fake *f, const char *rel, const char *text, const char *mode)
 {
     char p[PATH_MAX];
 
     path_of(f, rel, p);
     mkdir_parent(p);
-    FILE *fp = fopen(p, "w");
+    FILE *fp = fopen(p, mode);
     if (!fp)
         die("fopen", p);
-    fputs(content, fp);
+    fputs(text, fp);
     fclose(fp);
+}
+
+void fake_write(struct fake *f, const char *rel, const char *content)
+{
+    put(f, rel, content, "w");
 }
 
 static void append(struct fake *f, const char *rel, const char *line)
 {
-    char p[PATH_MAX];
-
-    path_of(f, rel, p);
-    mkdir_parent(p);
-    FILE *fp = fopen(p, "a");
-    if (!fp)
-        die("fopen", p);
-    fputs(line, fp);
-    fclose(fp);
+    put(f, rel, line, "a");
 }
 
 void fake_link(struct fake *f, const char *rel, const char *target)
