@@ -164,22 +164,28 @@ static int tokenize_into(const struct nvl_vocab *v, const char *text, size_t len
     return rc;
 }
 
+/* The caller-buffer convention of tokenize and detokenize: as many of the n elements as fit in
+ * dst[cap], *n_out = n, and -ENOSPC when they did not all fit. */
+static int copy_capped(const void *src, size_t n, size_t elem, void *dst, size_t cap, size_t *n_out)
+{
+    if (n && cap)
+        memcpy(dst, src, (n < cap ? n : cap) * elem);
+    *n_out = n;
+    return n > cap ? -ENOSPC : 0;
+}
+
 int nvl_vocab_tokenize(const struct nvl_vocab *v, const char *text, size_t len, unsigned flags,
                        int32_t *ids, size_t cap, size_t *n_ids)
 {
     struct nvl_tok_ids out = {0};
     int rc = tokenize_into(v, text, len, flags, &out);
 
-    *n_ids = 0;
-    if (rc) {
-        nvl__tok_ids_free(&out);
-        return rc;
-    }
-    if (out.n && cap)
-        memcpy(ids, out.v, (out.n < cap ? out.n : cap) * sizeof(*ids));
-    *n_ids = out.n;
+    if (!rc)
+        rc = copy_capped(out.v, out.n, sizeof(*ids), ids, cap, n_ids);
+    else
+        *n_ids = 0;
     nvl__tok_ids_free(&out);
-    return *n_ids > cap ? -ENOSPC : 0;
+    return rc;
 }
 
 int nvl_vocab_tokenize_alloc(const struct nvl_vocab *v, const char *text, size_t len,
@@ -297,16 +303,12 @@ int nvl_vocab_detokenize(const struct nvl_vocab *v, const int32_t *ids, size_t n
     struct nvl_tok_bytes b = {0};
     int rc = detokenize_into(v, ids, n_ids, flags, &b);
 
-    *len = 0;
-    if (rc) {
-        nvl__tok_bytes_free(&b);
-        return rc;
-    }
-    if (b.n && cap)
-        memcpy(out, b.v, b.n < cap ? b.n : cap);
-    *len = b.n;
+    if (!rc)
+        rc = copy_capped(b.v, b.n, 1, out, cap, len);
+    else
+        *len = 0;
     nvl__tok_bytes_free(&b);
-    return *len > cap ? -ENOSPC : 0;
+    return rc;
 }
 
 int nvl_vocab_detokenize_alloc(const struct nvl_vocab *v, const int32_t *ids, size_t n_ids,
