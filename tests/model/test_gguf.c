@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model_test_util.h"
 #include "nvl_model.h"
 
 /* ---- a tiny independent GGUF byte builder ------------------------------------------------- */
@@ -117,31 +118,6 @@ static struct nvl_gguf *expect_ok(const struct tb *b)
     return g;
 }
 
-static const char *shared_path(const char *rel, char *buf, size_t len)
-{
-    const char *shared = getenv("NVL_SHARED");
-
-    snprintf(buf, len, "%s/models/%s", shared ? shared : "../shared", rel);
-    return buf;
-}
-
-static void *read_whole(const char *path, size_t *len)
-{
-    struct stat st;
-    void *p;
-    int fd = open(path, O_RDONLY);
-
-    if (fd < 0)
-        return NULL;
-    assert_int_equal(fstat(fd, &st), 0);
-    p = malloc((size_t)st.st_size);
-    assert_non_null(p);
-    assert_int_equal(read(fd, p, (size_t)st.st_size), st.st_size);
-    close(fd);
-    *len = (size_t)st.st_size;
-    return p;
-}
-
 /* ---- real files --------------------------------------------------------------------------- */
 
 static void expect_shape(const struct nvl_gguf *g, const char *name, uint64_t ne0, uint64_t ne1)
@@ -170,7 +146,7 @@ static void stories260k_metadata_and_shapes(void **state)
     const void *data;
 
     (void)state;
-    shared_path("stories260K.gguf", path, sizeof(path));
+    mt_model_path("stories260K.gguf", path, sizeof(path));
     if (access(path, R_OK))
         skip();
     assert_int_equal(nvl_gguf_open(path, &g, err, sizeof(err)), 0);
@@ -276,7 +252,7 @@ static void vocab_files(void **state)
         uint64_t n;
         const char *s;
 
-        shared_path(files[i].file, path, sizeof(path));
+        mt_model_path(files[i].file, path, sizeof(path));
         if (access(path, R_OK))
             skip();
         assert_int_equal(nvl_gguf_open(path, &g, err, sizeof(err)), 0);
@@ -303,8 +279,8 @@ static void truncated_files_fail_cleanly(void **state)
     size_t len, meta;
 
     (void)state;
-    shared_path("stories260K.gguf", path, sizeof(path));
-    data = read_whole(path, &len);
+    mt_model_path("stories260K.gguf", path, sizeof(path));
+    data = mt_read_file(path, &len);
     if (!data)
         skip();
     assert_int_equal(nvl_gguf_open_memory(data, len, &g, err, sizeof(err)), 0);
@@ -340,8 +316,8 @@ static void corrupted_files_do_not_crash(void **state)
     int failures = 0;
 
     (void)state;
-    shared_path("stories260K.gguf", path, sizeof(path));
-    data = read_whole(path, &len);
+    mt_model_path("stories260K.gguf", path, sizeof(path));
+    data = mt_read_file(path, &len);
     if (!data)
         skip();
     assert_int_equal(nvl_gguf_open_memory(data, len, &g, err, sizeof(err)), 0);
@@ -967,8 +943,8 @@ static void writer_reproduces_llama_cpp_file(void **state)
     int fd;
 
     (void)state;
-    shared_path("stories260K.gguf", path, sizeof(path));
-    orig = read_whole(path, &len);
+    mt_model_path("stories260K.gguf", path, sizeof(path));
+    orig = mt_read_file(path, &len);
     if (!orig)
         skip();
     assert_int_equal(nvl_gguf_open(path, &g, err, sizeof(err)), 0);
@@ -985,7 +961,7 @@ static void writer_reproduces_llama_cpp_file(void **state)
     fd = mkstemp(out);
     close(fd);
     assert_int_equal(nvl_gguf_writer_write_file(w, out, err, sizeof(err)), 0);
-    copy = read_whole(out, &copy_len);
+    copy = mt_read_file(out, &copy_len);
     assert_non_null(copy);
     assert_int_equal(copy_len, len);
     assert_memory_equal(copy, orig, len);

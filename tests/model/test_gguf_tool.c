@@ -14,28 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_test_util.h"
 #include "nvl_model.h"
-
-static void *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    void *p;
-    long n;
-
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    p = malloc(n ? (size_t)n : 1);
-    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
 
 static int write_file(const char *path, const void *p, size_t len)
 {
@@ -208,7 +188,7 @@ static int convert(int quantize, const char *type_name, const char *in, const ch
         fprintf(stderr, "unknown type %s\n", type_name);
         return 1;
     }
-    src = read_file(in, &len);
+    src = mt_read_file(in, &len);
     if (!src) {
         fprintf(stderr, "cannot read %s\n", in);
         return 1;

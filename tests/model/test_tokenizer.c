@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "model_test_util.h"
 #include "nvl_model.h"
 
 #define N_VECTORS 46
@@ -28,26 +29,6 @@ static const char *shared_dir(void)
     const char *s = getenv("NVL_SHARED");
 
     return s ? s : "../shared";
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 static struct nvl_vocab *load_vocab(const char *path)
@@ -107,8 +88,8 @@ static void run_vectors(const char *name, const char *gguf_rel, const char *out_
     snprintf(inp_path, sizeof(inp_path), "%s/models/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp",
              shared_dir());
     snprintf(out_path, sizeof(out_path), "%s/models/llama.cpp-vocab/%s", shared_dir(), out_rel);
-    inp = read_file(inp_path, &inp_len);
-    out = read_file(out_path, &out_len);
+    inp = mt_read_file(inp_path, &inp_len);
+    out = mt_read_file(out_path, &out_len);
     if (!inp || !out) {
         free(inp);
         free(out);
@@ -205,7 +186,7 @@ static void test_stories260k(void **state)
     (void)state;
     snprintf(path, sizeof(path), "%s/models/reference-outputs/stories260K.llamacpp-b4747.ref.txt",
              shared_dir());
-    ref = read_file(path, &len);
+    ref = mt_read_file(path, &len);
     if (!ref)
         skip();
     snprintf(path, sizeof(path), "%s/models/stories260K.gguf", shared_dir());
@@ -273,9 +254,9 @@ static size_t vector_ids(const char *out_rel, const char *want, int32_t *ids, si
 
     snprintf(path, sizeof(path), "%s/models/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp",
              shared_dir());
-    inp = read_file(path, &inp_len);
+    inp = mt_read_file(path, &inp_len);
     snprintf(path, sizeof(path), "%s/models/llama.cpp-vocab/%s", shared_dir(), out_rel);
-    out = read_file(path, &out_len);
+    out = mt_read_file(path, &out_len);
     assert_non_null(inp);
     assert_non_null(out);
     for (p = inp, line = out; !found;) {
