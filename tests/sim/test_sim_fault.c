@@ -32,16 +32,16 @@ static void match_nth_and_filters(void **state)
 
     (void)state;
     memset(&fs, 0, sizeof(fs));
-    sim_fault_match(&fs, 1, 0x02, &rng, &a);
+    nvl__sim_fault_match(&fs, 1, 0x02, &rng, &a);
     assert_false(a.fired);
     arm(&fs, 0, &f);
     /* Admin Get Log Page (also opcode 02h) and writes do not count as matches. */
-    sim_fault_match(&fs, 0, 0x02, &rng, &a);
+    nvl__sim_fault_match(&fs, 0, 0x02, &rng, &a);
     assert_false(a.fired);
-    sim_fault_match(&fs, 1, 0x01, &rng, &a);
+    nvl__sim_fault_match(&fs, 1, 0x01, &rng, &a);
     assert_false(a.fired);
     for (i = 1; i <= 10; i++) {
-        sim_fault_match(&fs, (uint16_t)(1 + i % 3), 0x02, &rng, &a);
+        nvl__sim_fault_match(&fs, (uint16_t)(1 + i % 3), 0x02, &rng, &a);
         if (a.fired) {
             fired++;
             assert_int_equal(i, 3);
@@ -66,7 +66,7 @@ static void match_probability_and_count(void **state)
     memset(&fs, 0, sizeof(fs));
     arm(&fs, 0, &half);
     for (i = 0; i < 4000; i++) {
-        sim_fault_match(&fs, 1, 0x01, &rng, &a);
+        nvl__sim_fault_match(&fs, 1, 0x01, &rng, &a);
         fired += a.fired;
         if (a.fired)
             assert_int_equal(a.delay_ns, 7000);
@@ -77,7 +77,7 @@ static void match_probability_and_count(void **state)
     arm(&fs, 0, &capped);
     fired = 0;
     for (i = 0; i < 10; i++) {
-        sim_fault_match(&fs, 5, 0x02, &rng, &a);
+        nvl__sim_fault_match(&fs, 5, 0x02, &rng, &a);
         fired += a.fired;
     }
     assert_int_equal(fired, 2);

@@ -17,9 +17,9 @@ static void disabled_by_default(void **state)
     struct sim_model m;
 
     (void)state;
-    sim_model_init(&m, 0, 0, T0);
+    nvl__sim_model_init(&m, 0, 0, T0);
     assert_false(m.enabled);
-    assert_int_equal(sim_model_due(&m, T0 + 5, 1 << 20), T0 + 5);
+    assert_int_equal(nvl__sim_model_due(&m, T0 + 5, 1 << 20), T0 + 5);
 }
 
 static void latency_only(void **state)
@@ -27,11 +27,11 @@ static void latency_only(void **state)
     struct sim_model m;
 
     (void)state;
-    sim_model_init(&m, 0, 80000, T0);
+    nvl__sim_model_init(&m, 0, 80000, T0);
     assert_true(m.enabled);
     /* No bandwidth limit: every command just waits its latency, however many at once. */
-    assert_int_equal(sim_model_due(&m, T0 + 100, 1 << 20), T0 + 80100);
-    assert_int_equal(sim_model_due(&m, T0 + 100, 1 << 20), T0 + 80100);
+    assert_int_equal(nvl__sim_model_due(&m, T0 + 100, 1 << 20), T0 + 80100);
+    assert_int_equal(nvl__sim_model_due(&m, T0 + 100, 1 << 20), T0 + 80100);
 }
 
 /* 1 GB/s: 1 MB takes 1 ms. Back-to-back commands queue behind each other. */
@@ -40,12 +40,12 @@ static void bandwidth_queues_commands(void **state)
     struct sim_model m;
 
     (void)state;
-    sim_model_init(&m, 1000000000ull, 0, T0);
-    assert_int_equal(sim_model_due(&m, T0, 1000000), T0 + 1000000);
-    assert_int_equal(sim_model_due(&m, T0, 1000000), T0 + 2000000);
-    assert_int_equal(sim_model_due(&m, T0 + 500000, 500000), T0 + 2500000);
+    nvl__sim_model_init(&m, 1000000000ull, 0, T0);
+    assert_int_equal(nvl__sim_model_due(&m, T0, 1000000), T0 + 1000000);
+    assert_int_equal(nvl__sim_model_due(&m, T0, 1000000), T0 + 2000000);
+    assert_int_equal(nvl__sim_model_due(&m, T0 + 500000, 500000), T0 + 2500000);
     /* After an idle gap the bucket starts at the arrival: idle time is not banked. */
-    assert_int_equal(sim_model_due(&m, T0 + 10000000, 1000), T0 + 10001000);
+    assert_int_equal(nvl__sim_model_due(&m, T0 + 10000000, 1000), T0 + 10001000);
 }
 
 /* Completion is the later of arrival + latency and the end of the transfer. */
@@ -54,11 +54,11 @@ static void latency_and_bandwidth(void **state)
     struct sim_model m;
 
     (void)state;
-    sim_model_init(&m, 1000000000ull, 80000, T0);
+    nvl__sim_model_init(&m, 1000000000ull, 80000, T0);
     /* 4 KiB at 1 GB/s is 4.1 us, below the 80 us latency. */
-    assert_int_equal(sim_model_due(&m, T0, 4096), T0 + 80000);
+    assert_int_equal(nvl__sim_model_due(&m, T0, 4096), T0 + 80000);
     /* 1 MB: the transfer (ends at 1.0041 ms) dominates. */
-    assert_int_equal(sim_model_due(&m, T0, 1000000), T0 + 1004096);
+    assert_int_equal(nvl__sim_model_due(&m, T0, 1000000), T0 + 1004096);
 }
 
 /* Costs that are not whole nanoseconds add up without drift: 100000 x 512 B at 3.35 GB/s is
@@ -71,9 +71,9 @@ static void no_rounding_drift(void **state)
     int i;
 
     (void)state;
-    sim_model_init(&m, 3350000000ull, 0, T0);
+    nvl__sim_model_init(&m, 3350000000ull, 0, T0);
     for (i = 0; i < 100000; i++)
-        due = sim_model_due(&m, T0, 512);
+        due = nvl__sim_model_due(&m, T0, 512);
     assert_in_range(due - T0, 15283582 - 100, 15283582 + 100);
 }
 
@@ -88,7 +88,7 @@ static void *race(void *arg)
     int i;
 
     for (i = 0; i < 100000; i++)
-        r->last = sim_model_due(r->m, T0, 1000);
+        r->last = nvl__sim_model_due(r->m, T0, 1000);
     return NULL;
 }
 
@@ -102,7 +102,7 @@ static void shared_between_threads(void **state)
     int i;
 
     (void)state;
-    sim_model_init(&m, 1000000000ull, 0, T0);
+    nvl__sim_model_init(&m, 1000000000ull, 0, T0);
     for (i = 0; i < 4; i++) {
         r[i].m = &m;
         pthread_create(&t[i], NULL, race, &r[i]);

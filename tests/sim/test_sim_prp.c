@@ -27,13 +27,13 @@ static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
 
-    if (!f || sim_dma_init(&f->d))
+    if (!f || nvl__sim_dma_init(&f->d))
         return -1;
     f->data = aligned_alloc(PG, (size_t)DATA_PAGES * PG);
     f->list = aligned_alloc(PG, 4 * PG);
     if (!f->data || !f->list ||
-        sim_dma_map(&f->d, f->data, (size_t)DATA_PAGES * PG, &f->data_iova) ||
-        sim_dma_map(&f->d, f->list, 4 * PG, &f->list_iova))
+        nvl__sim_dma_map(&f->d, f->data, (size_t)DATA_PAGES * PG, &f->data_iova) ||
+        nvl__sim_dma_map(&f->d, f->list, 4 * PG, &f->list_iova))
         return -1;
     memset(f->list, 0, 4 * PG);
     *state = f;
@@ -44,7 +44,7 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
 
-    sim_dma_fini(&f->d);
+    nvl__sim_dma_fini(&f->d);
     free(f->data);
     free(f->list);
     free(f);
@@ -54,7 +54,7 @@ static int teardown(void **state)
 static uint16_t walk(struct fx *f, uint64_t prp1, uint64_t prp2, uint64_t len,
                      struct sim_prp_result *r)
 {
-    return sim_prp_walk(&f->d, NULL, prp1, prp2, len, f->segs, DATA_PAGES + 1, r);
+    return nvl__sim_prp_walk(&f->d, NULL, prp1, prp2, len, f->segs, DATA_PAGES + 1, r);
 }
 
 /* Data pages p0, p1, ... of the data buffer, at page `first` onwards, every other page so that
@@ -208,7 +208,7 @@ static void zero_length_and_segment_room(void **state)
     for (i = 0; i < 8; i++)
         f->list[i] = dpage(f, 10 + 2 * i);
     assert_int_equal(
-        sim_prp_walk(&f->d, NULL, dpage(f, 0), f->list_iova, 9ull * PG, f->segs, 4, &r),
+        nvl__sim_prp_walk(&f->d, NULL, dpage(f, 0), f->list_iova, 9ull * PG, f->segs, 4, &r),
         NVME_STATUS(0, 0x02));
 }
 

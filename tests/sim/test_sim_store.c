@@ -43,16 +43,16 @@ static void mem_default_and_rw(void **state)
 
     (void)state;
     nvl_sim_opts_init(&o);
-    assert_int_equal(sim_store_open(&s, &o, NULL, 0), 0);
+    assert_int_equal(nvl__sim_store_open(&s, &o, NULL, 0), 0);
     assert_int_equal(o.ns_bytes, 1ull << 30);
     pattern_fill(buf, 8192, 0, 3);
-    assert_int_equal(sim_store_write(&s, 1 << 20, seg, 2), 0);
+    assert_int_equal(nvl__sim_store_write(&s, 1 << 20, seg, 2), 0);
     assert_int_equal(pattern_check(s.mem + (1 << 20), 8192, 0, 3), 0);
     memset(buf, 0, 8192);
-    assert_int_equal(sim_store_read(&s, 1 << 20, seg, 2), 0);
+    assert_int_equal(nvl__sim_store_read(&s, 1 << 20, seg, 2), 0);
     assert_int_equal(pattern_check(buf, 8192, 0, 3), 0);
-    assert_int_equal(sim_store_flush(&s), 0);
-    sim_store_close(&s);
+    assert_int_equal(nvl__sim_store_flush(&s), 0);
+    nvl__sim_store_close(&s);
     free(buf);
 }
 
@@ -74,15 +74,15 @@ static void mem_copy_of_file(void **state)
     nvl_sim_opts_init(&o);
     assert_int_equal(nvl_sim_opts_parse(&o, "mode=mem,lba=4096", NULL, 0), 0);
     snprintf(o.path, sizeof(o.path), "%s", path);
-    assert_int_equal(sim_store_open(&s, &o, NULL, 0), 0);
+    assert_int_equal(nvl__sim_store_open(&s, &o, NULL, 0), 0);
     /* Whole blocks only. */
     assert_int_equal(o.ns_bytes, 3 * 4096);
     assert_int_equal(pattern_check(s.mem + 8192, 4096, 0, 5), 0);
     memset(blk, 0x77, sizeof(blk));
-    assert_int_equal(sim_store_write(&s, 8192, &seg, 1), 0);
+    assert_int_equal(nvl__sim_store_write(&s, 8192, &seg, 1), 0);
     assert_int_equal(pread(fd, chk, 4096, 8192), 4096);
     assert_int_equal(pattern_check(chk, 4096, 0, 5), 0);
-    sim_store_close(&s);
+    nvl__sim_store_close(&s);
     close(fd);
 }
 
@@ -101,7 +101,7 @@ static void file_rw_direct_and_buffered(void **state)
     assert_int_equal(nvl_sim_opts_parse(&o, "size=1M", NULL, 0), 0);
     snprintf(o.path, sizeof(o.path), "%s", path);
     o.backing = NVL_SIM_BACKING_FILE;
-    assert_int_equal(sim_store_open(&s, &o, NULL, 0), 0);
+    assert_int_equal(nvl__sim_store_open(&s, &o, NULL, 0), 0);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, 1 << 20);
     if (s.fd_direct < 0)
@@ -113,11 +113,11 @@ static void file_rw_direct_and_buffered(void **state)
         struct sim_seg seg[2] = {{buf, 8192}, {buf + 8192, 4096}};
 
         pattern_fill(buf, 3 * 4096, 4096, 9);
-        assert_int_equal(sim_store_write(&s, 4096, seg, 2), 0);
+        assert_int_equal(nvl__sim_store_write(&s, 4096, seg, 2), 0);
         assert_int_equal(pread(fd, chk, sizeof(chk), 4096), (ssize_t)sizeof(chk));
         assert_int_equal(pattern_check(chk, sizeof(chk), 4096, 9), 0);
         memset(buf, 0, 3 * 4096);
-        assert_int_equal(sim_store_read(&s, 4096, seg, 2), 0);
+        assert_int_equal(nvl__sim_store_read(&s, 4096, seg, 2), 0);
         assert_int_equal(pattern_check(buf, 3 * 4096, 4096, 9), 0);
     }
     {
@@ -125,16 +125,16 @@ static void file_rw_direct_and_buffered(void **state)
         struct sim_seg seg = {buf + 4, 512};
 
         pattern_fill(buf + 4, 512, 512, 10);
-        assert_int_equal(sim_store_write(&s, 512, &seg, 1), 0);
+        assert_int_equal(nvl__sim_store_write(&s, 512, &seg, 1), 0);
         assert_int_equal(pread(fd, chk, 512, 512), 512);
         assert_int_equal(pattern_check(chk, 512, 512, 10), 0);
         memset(buf, 0, 1024);
-        assert_int_equal(sim_store_read(&s, 512, &seg, 1), 0);
+        assert_int_equal(nvl__sim_store_read(&s, 512, &seg, 1), 0);
         assert_int_equal(pattern_check(buf + 4, 512, 512, 10), 0);
     }
-    assert_int_equal(sim_store_flush(&s), 0);
+    assert_int_equal(nvl__sim_store_flush(&s), 0);
     close(fd);
-    sim_store_close(&s);
+    nvl__sim_store_close(&s);
     free(buf);
 }
 
@@ -150,7 +150,7 @@ static void file_errors(void **state)
     nvl_sim_opts_init(&o);
     snprintf(o.path, sizeof(o.path), "%s", path);
     o.backing = NVL_SIM_BACKING_FILE;
-    assert_int_equal(sim_store_open(&s, &o, err, sizeof(err)), -EINVAL);
+    assert_int_equal(nvl__sim_store_open(&s, &o, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "smaller than one"));
     /* Read-only: cannot be extended. */
     fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0644);
@@ -158,14 +158,14 @@ static void file_errors(void **state)
     close(fd);
     o.read_only = 1;
     o.ns_bytes = 1 << 20;
-    assert_int_equal(sim_store_open(&s, &o, err, sizeof(err)), -EINVAL);
+    assert_int_equal(nvl__sim_store_open(&s, &o, err, sizeof(err)), -EINVAL);
     /* A directory is not a store. */
     snprintf(o.path, sizeof(o.path), "/tmp");
     o.ns_bytes = 0;
-    assert_true(sim_store_open(&s, &o, err, sizeof(err)) < 0);
+    assert_true(nvl__sim_store_open(&s, &o, err, sizeof(err)) < 0);
     /* Missing file, read-only. */
     snprintf(o.path, sizeof(o.path), "/nonexistent/dir/x.img");
-    assert_int_equal(sim_store_open(&s, &o, err, sizeof(err)), -ENOENT);
+    assert_int_equal(nvl__sim_store_open(&s, &o, err, sizeof(err)), -ENOENT);
     assert_non_null(strstr(err, "cannot open"));
 }
 
@@ -179,13 +179,13 @@ static void null_store(void **state)
     (void)state;
     nvl_sim_opts_init(&o);
     o.backing = NVL_SIM_BACKING_NULL;
-    assert_int_equal(sim_store_open(&s, &o, NULL, 0), 0);
+    assert_int_equal(nvl__sim_store_open(&s, &o, NULL, 0), 0);
     assert_int_equal(o.ns_bytes, 1ull << 40);
     memset(buf, 0x33, sizeof(buf));
-    assert_int_equal(sim_store_read(&s, 0, &seg, 1), 0);
+    assert_int_equal(nvl__sim_store_read(&s, 0, &seg, 1), 0);
     assert_int_equal(buf[0], 0x33);
-    assert_int_equal(sim_store_write(&s, 0, &seg, 1), 0);
-    sim_store_close(&s);
+    assert_int_equal(nvl__sim_store_write(&s, 0, &seg, 1), 0);
+    nvl__sim_store_close(&s);
 }
 
 int main(void)

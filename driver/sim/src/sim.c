@@ -48,39 +48,39 @@ const char *nvl_sim_violation_name(enum nvl_sim_violation v)
 
 /* ---- registers --------------------------------------------------------------------------- */
 
-uint32_t sim_reg32(struct nvl_sim *sim, uint32_t off)
+uint32_t nvl__sim_reg32(struct nvl_sim *sim, uint32_t off)
 {
     return SIM_LOAD_ACQ((uint32_t *)(sim->bar + off));
 }
 
-uint64_t sim_reg64(struct nvl_sim *sim, uint32_t off)
+uint64_t nvl__sim_reg64(struct nvl_sim *sim, uint32_t off)
 {
     /* Two halves, as the host writes them (mmio.h): the pair is consistent once CC.EN is seen. */
-    return (uint64_t)sim_reg32(sim, off) | ((uint64_t)sim_reg32(sim, off + 4) << 32);
+    return (uint64_t)nvl__sim_reg32(sim, off) | ((uint64_t)nvl__sim_reg32(sim, off + 4) << 32);
 }
 
-void sim_reg32_write(struct nvl_sim *sim, uint32_t off, uint32_t v)
+void nvl__sim_reg32_write(struct nvl_sim *sim, uint32_t off, uint32_t v)
 {
     SIM_STORE_REL((uint32_t *)(sim->bar + off), v);
 }
 
-void sim_reg64_write(struct nvl_sim *sim, uint32_t off, uint64_t v)
+void nvl__sim_reg64_write(struct nvl_sim *sim, uint32_t off, uint64_t v)
 {
-    sim_reg32_write(sim, off, (uint32_t)v);
-    sim_reg32_write(sim, off + 4, (uint32_t)(v >> 32));
+    nvl__sim_reg32_write(sim, off, (uint32_t)v);
+    nvl__sim_reg32_write(sim, off + 4, (uint32_t)(v >> 32));
 }
 
-volatile uint32_t *sim_sq_db(struct nvl_sim *sim, uint32_t qid)
+volatile uint32_t *nvl__sim_sq_db(struct nvl_sim *sim, uint32_t qid)
 {
     return (volatile uint32_t *)(sim->bar + NVME_REG_DBS + 2u * qid * sim->db_stride);
 }
 
-volatile uint32_t *sim_cq_db(struct nvl_sim *sim, uint32_t qid)
+volatile uint32_t *nvl__sim_cq_db(struct nvl_sim *sim, uint32_t qid)
 {
     return (volatile uint32_t *)(sim->bar + NVME_REG_DBS + (2u * qid + 1u) * sim->db_stride);
 }
 
-void sim_csts_update(struct nvl_sim *sim, uint32_t clear, uint32_t set)
+void nvl__sim_csts_update(struct nvl_sim *sim, uint32_t clear, uint32_t set)
 {
     uint32_t *csts = (uint32_t *)(sim->bar + NVME_REG_CSTS);
     uint32_t old = SIM_LOAD(csts);
@@ -92,7 +92,7 @@ void sim_csts_update(struct nvl_sim *sim, uint32_t clear, uint32_t set)
 
 /* ---- violations, fatal errors, error log -------------------------------------------------- */
 
-void sim_violation(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
+void nvl__sim_violation(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
 {
     uint64_t bit = 1ull << v;
     uint64_t seen;
@@ -116,7 +116,7 @@ void sim_violation(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fm
         nvl_log_debug(sim->who, "rule %s: %s", nvl_sim_violation_name(v), msg);
 }
 
-void sim_fatal(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
+void nvl__sim_fatal(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
 {
     va_list ap;
 
@@ -124,7 +124,7 @@ void sim_fatal(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, .
         __atomic_fetch_add(&sim->violations[v], 1, __ATOMIC_RELAXED);
     if (!__atomic_exchange_n(&sim->fatal, 1, __ATOMIC_SEQ_CST))
         __atomic_fetch_add(&sim->fatal_count, 1, __ATOMIC_RELAXED);
-    sim_csts_update(sim, 0, NVME_CSTS_CFS);
+    nvl__sim_csts_update(sim, 0, NVME_CSTS_CFS);
     va_start(ap, fmt);
     /* Fatal errors are always worth a line. */
     {
@@ -137,8 +137,8 @@ void sim_fatal(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, .
     va_end(ap);
 }
 
-void sim_error_log_add(struct nvl_sim *sim, uint16_t sqid, uint16_t cid, uint16_t status,
-                       uint64_t lba, uint32_t nsid)
+void nvl__sim_error_log_add(struct nvl_sim *sim, uint16_t sqid, uint16_t cid, uint16_t status,
+                            uint64_t lba, uint32_t nsid)
 {
     struct nvme_error_log *e;
 
@@ -157,7 +157,7 @@ void sim_error_log_add(struct nvl_sim *sim, uint16_t sqid, uint16_t cid, uint16_
 
 /* ---- grace periods ---------------------------------------------------------------------- */
 
-void sim_synchronize(struct nvl_sim *sim, const struct sim_thread *self)
+void nvl__sim_synchronize(struct nvl_sim *sim, const struct sim_thread *self)
 {
     struct timespec ts = {0, 2000};
     uint32_t i;
@@ -183,7 +183,7 @@ static struct nvl_sim *sim_of(struct nvl_transport *t)
 
 static int sim_tr_dma_map(struct nvl_transport *t, void *vaddr, size_t len, uint64_t *iova)
 {
-    return sim_dma_map(&sim_of(t)->dma, vaddr, len, iova);
+    return nvl__sim_dma_map(&sim_of(t)->dma, vaddr, len, iova);
 }
 
 static int ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
@@ -191,7 +191,7 @@ static int ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
     return a < b + blen && b < a + alen;
 }
 
-int sim_iova_in_use(struct nvl_sim *sim, uint64_t iova, uint64_t len)
+int nvl__sim_iova_in_use(struct nvl_sim *sim, uint64_t iova, uint64_t len)
 {
     uint32_t q;
 
@@ -215,21 +215,21 @@ static int sim_tr_dma_unmap(struct nvl_transport *t, void *vaddr, size_t len, ui
     int ret;
 
     pthread_mutex_lock(&sim->qlock);
-    if (sim_iova_in_use(sim, iova, len)) {
+    if (nvl__sim_iova_in_use(sim, iova, len)) {
         pthread_mutex_unlock(&sim->qlock);
-        sim_violation(sim, NVL_SIM_VIOL_UNMAP_IN_USE,
-                      "dma_unmap of IOVA 0x%llx (+%zu) that holds a live queue; refused",
-                      (unsigned long long)iova, len);
+        nvl__sim_violation(sim, NVL_SIM_VIOL_UNMAP_IN_USE,
+                           "dma_unmap of IOVA 0x%llx (+%zu) that holds a live queue; refused",
+                           (unsigned long long)iova, len);
         return -EBUSY;
     }
-    ret = sim_dma_unmap(&sim->dma, vaddr, len, iova);
+    ret = nvl__sim_dma_unmap(&sim->dma, vaddr, len, iova);
     pthread_mutex_unlock(&sim->qlock);
     if (ret)
         return ret;
     /* After the grace period no thread can still be copying to or from the region. */
-    retired = sim_dma_take_retired(&sim->dma, &n);
-    sim_synchronize(sim, NULL);
-    sim_dma_free_retired(retired, n);
+    retired = nvl__sim_dma_take_retired(&sim->dma, &n);
+    nvl__sim_synchronize(sim, NULL);
+    nvl__sim_dma_free_retired(retired, n);
     return 0;
 }
 
@@ -293,16 +293,16 @@ static void sim_free_queues(struct nvl_sim *sim)
     }
     for (q = 1; q <= sim->opts.max_io_queues; q++) {
         if (sim->sqs[q]) {
-            sim_sq_fini(sim->sqs[q]);
+            nvl__sim_sq_fini(sim->sqs[q]);
             free(sim->sqs[q]);
         }
         if (sim->cqs[q]) {
-            sim_cq_fini(sim->cqs[q]);
+            nvl__sim_cq_fini(sim->cqs[q]);
             free(sim->cqs[q]);
         }
     }
-    sim_sq_fini(&sim->asq);
-    sim_cq_fini(&sim->acq);
+    nvl__sim_sq_fini(&sim->asq);
+    nvl__sim_cq_fini(&sim->acq);
 }
 
 static void sim_setup_registers(struct nvl_sim *sim)
@@ -314,8 +314,8 @@ static void sim_setup_registers(struct nvl_sim *sim)
     sim->cap = (uint64_t)o->mqes | (1ull << 16) | ((uint64_t)o->cap_to << 24) |
                ((uint64_t)o->dstrd << 32) | ((uint64_t)NVME_CAP_CSS_NVM << 37);
     sim->vs = NVME_VS(1, 4, 0);
-    sim_reg64_write(sim, NVME_REG_CAP, sim->cap);
-    sim_reg32_write(sim, NVME_REG_VS, sim->vs);
+    nvl__sim_reg64_write(sim, NVME_REG_CAP, sim->cap);
+    nvl__sim_reg32_write(sim, NVME_REG_VS, sim->vs);
 }
 
 int nvl_sim_create(const struct nvl_sim_opts *opts, struct nvl_sim **out)
@@ -341,7 +341,7 @@ int nvl_sim_create(const struct nvl_sim_opts *opts, struct nvl_sim **out)
         nvl_log_error(sim->who, "bad options: %s", err);
         goto err_free;
     }
-    ret = sim_store_open(&sim->store, &sim->opts, err, sizeof(err));
+    ret = nvl__sim_store_open(&sim->store, &sim->opts, err, sizeof(err));
     if (ret) {
         nvl_log_error(sim->who, "backing store: %s", err);
         goto err_free;
@@ -378,10 +378,10 @@ int nvl_sim_create(const struct nvl_sim_opts *opts, struct nvl_sim **out)
         ret = -ENOMEM;
         goto err_free_arrays;
     }
-    ret = sim_dma_init(&sim->dma);
+    ret = nvl__sim_dma_init(&sim->dma);
     if (ret)
         goto err_free_arrays;
-    sim_model_init(&sim->model, sim->opts.bw_bytes_per_s, sim->opts.lat_ns, sim_now_ns());
+    nvl__sim_model_init(&sim->model, sim->opts.bw_bytes_per_s, sim->opts.lat_ns, nvl__sim_now_ns());
     sim->nsq_granted = sim->opts.max_io_queues;
     sim->ncq_granted = sim->opts.max_io_queues;
     sim->state = SIM_ST_DISABLED;
@@ -422,7 +422,8 @@ int nvl_sim_create(const struct nvl_sim_opts *opts, struct nvl_sim **out)
     for (i = 0; i <= sim->nthreads; i++) {
         struct sim_thread *t = &sim->threads[i];
 
-        ret = -pthread_create(&t->tid, NULL, i < sim->nthreads ? sim_io_main : sim_ctrl_main, t);
+        ret = -pthread_create(&t->tid, NULL,
+                              i < sim->nthreads ? nvl__sim_io_main : nvl__sim_ctrl_main, t);
         if (ret) {
             nvl_log_error(sim->who, "cannot start thread %u: %s", i, nvl_strerror(ret));
             goto err_stop_threads;
@@ -448,13 +449,13 @@ err_free_threads:
 err_fini_dma:
     pthread_mutex_destroy(&sim->elock);
     pthread_mutex_destroy(&sim->qlock);
-    sim_dma_fini(&sim->dma);
+    nvl__sim_dma_fini(&sim->dma);
 err_free_arrays:
     free(sim->sqs);
     free(sim->cqs);
     munmap(sim->bar, sim->bar_len);
 err_close_store:
-    sim_store_close(&sim->store);
+    nvl__sim_store_close(&sim->store);
 err_free:
     free(sim);
     return ret;
@@ -473,11 +474,11 @@ void nvl_sim_destroy(struct nvl_sim *sim)
     free(sim->threads);
     pthread_mutex_destroy(&sim->elock);
     pthread_mutex_destroy(&sim->qlock);
-    sim_dma_fini(&sim->dma);
+    nvl__sim_dma_fini(&sim->dma);
     free(sim->sqs);
     free(sim->cqs);
     munmap(sim->bar, sim->bar_len);
-    sim_store_close(&sim->store);
+    nvl__sim_store_close(&sim->store);
     free(sim);
 }
 
@@ -507,7 +508,7 @@ const struct nvl_sim_opts *nvl_sim_opts(const struct nvl_sim *sim)
     return &sim->opts;
 }
 
-void sim_stats_raw(struct nvl_sim *sim, struct nvl_sim_stats *s)
+void nvl__sim_stats_raw(struct nvl_sim *sim, struct nvl_sim_stats *s)
 {
     uint64_t c[SIM_C_COUNT] = {0};
     uint32_t i, k;
@@ -541,7 +542,7 @@ void nvl_sim_get_stats(struct nvl_sim *sim, struct nvl_sim_stats *out)
     uint64_t *o = (uint64_t *)out;
     size_t i;
 
-    sim_stats_raw(sim, out);
+    nvl__sim_stats_raw(sim, out);
     /* Every field is a uint64_t counter: subtract the baseline field by field. */
     for (i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
         o[i] -= b[i];
@@ -549,5 +550,5 @@ void nvl_sim_get_stats(struct nvl_sim *sim, struct nvl_sim_stats *out)
 
 void nvl_sim_reset_stats(struct nvl_sim *sim)
 {
-    sim_stats_raw(sim, &sim->base);
+    nvl__sim_stats_raw(sim, &sim->base);
 }

@@ -14,7 +14,7 @@
 static uint16_t admin_fail(struct sim_thread *t, enum nvl_sim_violation v, uint16_t status,
                            const struct nvme_sqe *sqe, const char *what)
 {
-    sim_violation(t->sim, v, "admin opcode 0x%02x CID %u: %s", sqe->opc, sqe->cid, what);
+    nvl__sim_violation(t->sim, v, "admin opcode 0x%02x CID %u: %s", sqe->opc, sqe->cid, what);
     return status | NVME_STATUS_DNR;
 }
 
@@ -41,7 +41,8 @@ static uint16_t admin_to_host(struct sim_thread *t, const struct nvme_sqe *sqe, 
     if (sim->mdts_bytes && xfer > sim->mdts_bytes)
         return admin_fail(t, NVL_SIM_VIOL_MDTS, st_generic(NVME_SC_INVALID_FIELD), sqe,
                           "transfer exceeds MDTS");
-    st = sim_prp_walk(&sim->dma, &t->dcache, sqe->prp1, sqe->prp2, xfer, t->segs, t->max_segs, &pr);
+    st = nvl__sim_prp_walk(&sim->dma, &t->dcache, sqe->prp1, sqe->prp2, xfer, t->segs, t->max_segs,
+                           &pr);
     if (st)
         return admin_fail(t, pr.viol, st, sqe,
                           pr.viol == NVL_SIM_VIOL_DMA ? "PRP address outside the DMA regions"
@@ -259,7 +260,7 @@ static void admin_get_features(struct sim_thread *t, const struct nvme_sqe *sqe,
                                "unsupported feature");
 }
 
-int sim_publish_table(struct nvl_sim *sim, uint32_t idx, struct sim_thread *self)
+int nvl__sim_publish_table(struct nvl_sim *sim, uint32_t idx, struct sim_thread *self)
 {
     struct sim_thread *t = &sim->threads[idx];
     struct sim_qtable *tb = NULL, *old;
@@ -287,7 +288,7 @@ int sim_publish_table(struct nvl_sim *sim, uint32_t idx, struct sim_thread *self
         }
     }
     old = __atomic_exchange_n(&t->table, tb, __ATOMIC_SEQ_CST);
-    sim_synchronize(sim, self);
+    nvl__sim_synchronize(sim, self);
     free(old);
     return 0;
 }
@@ -312,12 +313,12 @@ static uint16_t queue_memory(struct sim_thread *t, const struct nvme_sqe *sqe, u
     if (sqe->prp1 & (SIM_PAGE - 1))
         return admin_fail(t, NVL_SIM_VIOL_PRP_OFFSET, st_generic(NVME_SC_INVALID_PRP_OFFSET), sqe,
                           "queue base not page aligned");
-    *ring = sim_dma_xlate(&t->sim->dma, &t->dcache, sqe->prp1, bytes);
+    *ring = nvl__sim_dma_xlate(&t->sim->dma, &t->dcache, sqe->prp1, bytes);
     if (!*ring)
         return admin_fail(t, NVL_SIM_VIOL_DMA, st_generic(NVME_SC_DATA_TRANSFER_ERROR), sqe,
                           "queue memory outside the DMA regions");
     /* Two queues in the same memory would corrupt each other; hardware would not notice. */
-    if (sim_iova_in_use(t->sim, sqe->prp1, bytes))
+    if (nvl__sim_iova_in_use(t->sim, sqe->prp1, bytes))
         return admin_fail(t, NVL_SIM_VIOL_QUEUE_OVERLAP, st_generic(NVME_SC_INVALID_FIELD), sqe,
                           "queue memory overlaps a live queue");
     return 0;
@@ -363,7 +364,8 @@ static void admin_create_cq(struct sim_thread *t, const struct nvme_sqe *sqe,
     if (r->status)
         return;
     cq = sim_queue_alloc(sizeof(*cq));
-    if (!cq || sim_cq_init(cq, (uint16_t)qid, ring, sqe->prp1, qsize + 1, sim_cq_db(sim, qid))) {
+    if (!cq ||
+        nvl__sim_cq_init(cq, (uint16_t)qid, ring, sqe->prp1, qsize + 1, nvl__sim_cq_db(sim, qid))) {
         free(cq);
         r->status = st_generic(NVME_SC_INTERNAL);
         return;
@@ -374,12 +376,12 @@ static void admin_create_cq(struct sim_thread *t, const struct nvme_sqe *sqe,
     sim->cqs[qid] = cq;
     pthread_mutex_unlock(&sim->qlock);
     sim->queues_created = 1;
-    ret = sim_publish_table(sim, cq->owner, t);
+    ret = nvl__sim_publish_table(sim, cq->owner, t);
     if (ret) {
         pthread_mutex_lock(&sim->qlock);
         sim->cqs[qid] = NULL;
         pthread_mutex_unlock(&sim->qlock);
-        sim_cq_fini(cq);
+        nvl__sim_cq_fini(cq);
         free(cq);
         r->status = st_generic(NVME_SC_INTERNAL);
     }
@@ -426,8 +428,8 @@ static void admin_create_sq(struct sim_thread *t, const struct nvme_sqe *sqe,
         return;
     cq = sim->cqs[cqid];
     sq = sim_queue_alloc(sizeof(*sq));
-    if (!sq ||
-        sim_sq_init(sq, (uint16_t)qid, ring, sqe->prp1, qsize + 1, sim_sq_db(sim, qid), cq)) {
+    if (!sq || nvl__sim_sq_init(sq, (uint16_t)qid, ring, sqe->prp1, qsize + 1,
+                                nvl__sim_sq_db(sim, qid), cq)) {
         free(sq);
         r->status = st_generic(NVME_SC_INTERNAL);
         return;
@@ -438,13 +440,13 @@ static void admin_create_sq(struct sim_thread *t, const struct nvme_sqe *sqe,
     pthread_mutex_unlock(&sim->qlock);
     cq->nsq++;
     sim->queues_created = 1;
-    ret = sim_publish_table(sim, cq->owner, t);
+    ret = nvl__sim_publish_table(sim, cq->owner, t);
     if (ret) {
         pthread_mutex_lock(&sim->qlock);
         sim->sqs[qid] = NULL;
         pthread_mutex_unlock(&sim->qlock);
         cq->nsq--;
-        sim_sq_fini(sq);
+        nvl__sim_sq_fini(sq);
         free(sq);
         r->status = st_generic(NVME_SC_INTERNAL);
     }
@@ -459,7 +461,8 @@ static int wait_drained(struct sim_thread *t, struct sim_sq *sq)
 
     while (!SIM_LOAD_ACQ(&sq->drained)) {
         if (SIM_LOAD(&sim->stop) || SIM_LOAD(&sim->fatal) ||
-            !(sim_reg32(sim, NVME_REG_CC) & NVME_CC_EN) || SIM_LOAD(&sim->flr_req) != sim->flr_done)
+            !(nvl__sim_reg32(sim, NVME_REG_CC) & NVME_CC_EN) ||
+            SIM_LOAD(&sim->flr_req) != sim->flr_done)
             return -EINTR;
         /* Stay out of the way of grace periods while waiting. */
         SIM_STORE_SC(&t->epoch, t->epoch + 1);
@@ -494,7 +497,7 @@ static void admin_delete_sq(struct sim_thread *t, const struct nvme_sqe *sqe,
     pthread_mutex_lock(&sim->qlock);
     sim->sqs[qid] = NULL;
     pthread_mutex_unlock(&sim->qlock);
-    ret = sim_publish_table(sim, sq->cq->owner, t);
+    ret = nvl__sim_publish_table(sim, sq->cq->owner, t);
     if (ret) {
         /* Without a new table the owner may still poll sq: keep it, but gone for the host. */
         nvl_log_error(sim->who, "Delete I/O SQ %u: %s; queue memory leaked", qid,
@@ -503,8 +506,8 @@ static void admin_delete_sq(struct sim_thread *t, const struct nvme_sqe *sqe,
         return;
     }
     sq->cq->nsq--;
-    SIM_STORE_REL(sim_sq_db(sim, qid), 0u);
-    sim_sq_fini(sq);
+    SIM_STORE_REL(nvl__sim_sq_db(sim, qid), 0u);
+    nvl__sim_sq_fini(sq);
     free(sq);
 }
 
@@ -533,15 +536,15 @@ static void admin_delete_cq(struct sim_thread *t, const struct nvme_sqe *sqe,
     pthread_mutex_lock(&sim->qlock);
     sim->cqs[qid] = NULL;
     pthread_mutex_unlock(&sim->qlock);
-    ret = sim_publish_table(sim, cq->owner, t);
+    ret = nvl__sim_publish_table(sim, cq->owner, t);
     if (ret) {
         nvl_log_error(sim->who, "Delete I/O CQ %u: %s; queue memory leaked", qid,
                       nvl_strerror(ret));
         r->status = st_generic(NVME_SC_INTERNAL);
         return;
     }
-    SIM_STORE_REL(sim_cq_db(sim, qid), 0u);
-    sim_cq_fini(cq);
+    SIM_STORE_REL(nvl__sim_cq_db(sim, qid), 0u);
+    nvl__sim_cq_fini(cq);
     free(cq);
 }
 
@@ -589,7 +592,7 @@ static void admin_get_log_page(struct sim_thread *t, const struct nvme_sqe *sqe,
     case NVME_LOG_SMART: {
         struct nvl_sim_stats st;
 
-        sim_stats_raw(sim, &st);
+        nvl__sim_stats_raw(sim, &st);
         log->smart.temperature[0] = 313 & 0xff; /* 40 degrees C, in Kelvin */
         log->smart.temperature[1] = 313 >> 8;
         log->smart.avail_spare = 100;
@@ -625,7 +628,7 @@ out:
     free(log);
 }
 
-void sim_admin_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim_cmd_result *r)
+void nvl__sim_admin_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim_cmd_result *r)
 {
     struct nvl_sim *sim = t->sim;
 
@@ -680,7 +683,7 @@ void sim_admin_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim
     }
 }
 
-void sim_admin_reset_queues(struct nvl_sim *sim, struct sim_thread *self)
+void nvl__sim_admin_reset_queues(struct nvl_sim *sim, struct sim_thread *self)
 {
     struct sim_qtable *old[SIM_MAX_THREADS];
     struct sim_sq **sqs;
@@ -700,17 +703,17 @@ void sim_admin_reset_queues(struct nvl_sim *sim, struct sim_thread *self)
     /* Empty tables, then a grace period: afterwards no service thread touches a queue. */
     for (i = 0; i < sim->nthreads; i++)
         old[i] = __atomic_exchange_n(&sim->threads[i].table, NULL, __ATOMIC_SEQ_CST);
-    sim_synchronize(sim, self);
+    nvl__sim_synchronize(sim, self);
     for (i = 0; i < sim->nthreads; i++)
         free(old[i]);
     if (sqs && cqs) {
         for (q = 1; q < n; q++) {
             if (sqs[q]) {
-                sim_sq_fini(sqs[q]);
+                nvl__sim_sq_fini(sqs[q]);
                 free(sqs[q]);
             }
             if (cqs[q]) {
-                sim_cq_fini(cqs[q]);
+                nvl__sim_cq_fini(cqs[q]);
                 free(cqs[q]);
             }
         }

@@ -41,9 +41,9 @@ static const char *ctrl_cc_problem(uint32_t cc)
 
 static int ctrl_enable(struct nvl_sim *sim, struct sim_thread *t, uint32_t cc)
 {
-    uint32_t aqa = sim_reg32(sim, NVME_REG_AQA);
-    uint64_t asq = sim_reg64(sim, NVME_REG_ASQ);
-    uint64_t acq = sim_reg64(sim, NVME_REG_ACQ);
+    uint32_t aqa = nvl__sim_reg32(sim, NVME_REG_AQA);
+    uint64_t asq = nvl__sim_reg64(sim, NVME_REG_ASQ);
+    uint64_t acq = nvl__sim_reg64(sim, NVME_REG_ACQ);
     uint32_t sqs = nvme_aqa_asqs(aqa), cqs = nvme_aqa_acqs(aqa);
     const char *why = ctrl_cc_problem(cc);
     void *sq_ring = NULL, *cq_ring = NULL;
@@ -55,22 +55,25 @@ static int ctrl_enable(struct nvl_sim *sim, struct sim_thread *t, uint32_t cc)
     if (!why && ((asq & (SIM_PAGE - 1)) || (acq & (SIM_PAGE - 1))))
         why = "ASQ or ACQ not page aligned";
     if (why) {
-        sim_fatal(sim, NVL_SIM_VIOL_ENABLE, "enable refused: %s (CC 0x%08x AQA 0x%08x)", why, cc,
-                  aqa);
+        nvl__sim_fatal(sim, NVL_SIM_VIOL_ENABLE, "enable refused: %s (CC 0x%08x AQA 0x%08x)", why,
+                       cc, aqa);
         return -1;
     }
-    sq_ring = sim_dma_xlate(&sim->dma, &t->dcache, asq, (uint64_t)sqs * sizeof(struct nvme_sqe));
-    cq_ring = sim_dma_xlate(&sim->dma, &t->dcache, acq, (uint64_t)cqs * sizeof(struct nvme_cqe));
+    sq_ring =
+        nvl__sim_dma_xlate(&sim->dma, &t->dcache, asq, (uint64_t)sqs * sizeof(struct nvme_sqe));
+    cq_ring =
+        nvl__sim_dma_xlate(&sim->dma, &t->dcache, acq, (uint64_t)cqs * sizeof(struct nvme_cqe));
     if (!sq_ring || !cq_ring) {
-        sim_fatal(sim, NVL_SIM_VIOL_DMA,
-                  "enable refused: admin %s queue at IOVA 0x%llx is not "
-                  "in a DMA region",
-                  sq_ring ? "completion" : "submission", (unsigned long long)(sq_ring ? acq : asq));
+        nvl__sim_fatal(sim, NVL_SIM_VIOL_DMA,
+                       "enable refused: admin %s queue at IOVA 0x%llx is not "
+                       "in a DMA region",
+                       sq_ring ? "completion" : "submission",
+                       (unsigned long long)(sq_ring ? acq : asq));
         return -1;
     }
-    if (sim_cq_init(&sim->acq, 0, cq_ring, acq, cqs, sim_cq_db(sim, 0)))
+    if (nvl__sim_cq_init(&sim->acq, 0, cq_ring, acq, cqs, nvl__sim_cq_db(sim, 0)))
         goto err_nomem;
-    if (sim_sq_init(&sim->asq, 0, sq_ring, asq, sqs, sim_sq_db(sim, 0), &sim->acq))
+    if (nvl__sim_sq_init(&sim->asq, 0, sq_ring, asq, sqs, nvl__sim_sq_db(sim, 0), &sim->acq))
         goto err_fini_cq;
     pthread_mutex_lock(&sim->qlock);
     sim->admin_live = 1;
@@ -78,9 +81,9 @@ static int ctrl_enable(struct nvl_sim *sim, struct sim_thread *t, uint32_t cc)
     return 0;
 
 err_fini_cq:
-    sim_cq_fini(&sim->acq);
+    nvl__sim_cq_fini(&sim->acq);
 err_nomem:
-    sim_fatal(sim, NVL_SIM_VIOL_COUNT, "enable failed: out of memory");
+    nvl__sim_fatal(sim, NVL_SIM_VIOL_COUNT, "enable failed: out of memory");
     return -1;
 }
 
@@ -89,8 +92,8 @@ static void ctrl_zero_doorbells(struct nvl_sim *sim)
     uint32_t q;
 
     for (q = 0; q <= sim->max_qid; q++) {
-        SIM_STORE(sim_sq_db(sim, q), 0u);
-        SIM_STORE(sim_cq_db(sim, q), 0u);
+        SIM_STORE(nvl__sim_sq_db(sim, q), 0u);
+        SIM_STORE(nvl__sim_cq_db(sim, q), 0u);
     }
 }
 
@@ -100,14 +103,14 @@ static void ctrl_early_doorbells(struct nvl_sim *sim)
     uint32_t q;
 
     for (q = 0; q <= sim->max_qid; q++) {
-        uint32_t s = SIM_LOAD(sim_sq_db(sim, q)), c = SIM_LOAD(sim_cq_db(sim, q));
+        uint32_t s = SIM_LOAD(nvl__sim_sq_db(sim, q)), c = SIM_LOAD(nvl__sim_cq_db(sim, q));
 
         if (s || c) {
-            sim_violation(sim, NVL_SIM_VIOL_DOORBELL_EARLY,
-                          "queue %u doorbell written while CSTS.RDY = 0 (SQ %u, CQ %u); dropped", q,
-                          s, c);
-            SIM_STORE(sim_sq_db(sim, q), 0u);
-            SIM_STORE(sim_cq_db(sim, q), 0u);
+            nvl__sim_violation(
+                sim, NVL_SIM_VIOL_DOORBELL_EARLY,
+                "queue %u doorbell written while CSTS.RDY = 0 (SQ %u, CQ %u); dropped", q, s, c);
+            SIM_STORE(nvl__sim_sq_db(sim, q), 0u);
+            SIM_STORE(nvl__sim_cq_db(sim, q), 0u);
         }
     }
 }
@@ -122,10 +125,10 @@ static void ctrl_absent_doorbells(struct nvl_sim *sim)
         int have_sq = q <= sim->opts.max_io_queues && sim->sqs[q];
         int have_cq = q <= sim->opts.max_io_queues && sim->cqs[q];
 
-        if ((!have_sq && SIM_LOAD(sim_sq_db(sim, q))) ||
-            (!have_cq && SIM_LOAD(sim_cq_db(sim, q)))) {
-            sim_fatal(sim, NVL_SIM_VIOL_DOORBELL_NOQUEUE,
-                      "doorbell of queue %u written, but the queue does not exist", q);
+        if ((!have_sq && SIM_LOAD(nvl__sim_sq_db(sim, q))) ||
+            (!have_cq && SIM_LOAD(nvl__sim_cq_db(sim, q)))) {
+            nvl__sim_fatal(sim, NVL_SIM_VIOL_DOORBELL_NOQUEUE,
+                           "doorbell of queue %u written, but the queue does not exist", q);
             return;
         }
     }
@@ -134,21 +137,22 @@ static void ctrl_absent_doorbells(struct nvl_sim *sim)
 /* CAP and VS are read-only: a host store to them is a bug, and the value is put back. */
 static void ctrl_check_ro(struct nvl_sim *sim)
 {
-    if (sim_reg64(sim, NVME_REG_CAP) != sim->cap || sim_reg32(sim, NVME_REG_VS) != sim->vs) {
-        sim_violation(sim, NVL_SIM_VIOL_RO_REGISTER, "host wrote CAP or VS; restored");
-        sim_reg64_write(sim, NVME_REG_CAP, sim->cap);
-        sim_reg32_write(sim, NVME_REG_VS, sim->vs);
+    if (nvl__sim_reg64(sim, NVME_REG_CAP) != sim->cap ||
+        nvl__sim_reg32(sim, NVME_REG_VS) != sim->vs) {
+        nvl__sim_violation(sim, NVL_SIM_VIOL_RO_REGISTER, "host wrote CAP or VS; restored");
+        nvl__sim_reg64_write(sim, NVME_REG_CAP, sim->cap);
+        nvl__sim_reg32_write(sim, NVME_REG_VS, sim->vs);
     }
 }
 
 static void ctrl_teardown(struct nvl_sim *sim, struct sim_thread *t)
 {
-    sim_admin_reset_queues(sim, t);
+    nvl__sim_admin_reset_queues(sim, t);
     pthread_mutex_lock(&sim->qlock);
     sim->admin_live = 0;
     pthread_mutex_unlock(&sim->qlock);
-    sim_sq_fini(&sim->asq);
-    sim_cq_fini(&sim->acq);
+    nvl__sim_sq_fini(&sim->asq);
+    nvl__sim_cq_fini(&sim->acq);
     ctrl_zero_doorbells(sim);
     sim->shutdown = 0;
     SIM_STORE(&sim->halted, 0);
@@ -157,14 +161,14 @@ static void ctrl_teardown(struct nvl_sim *sim, struct sim_thread *t)
 static void ctrl_flr(struct nvl_sim *sim, struct sim_thread *t)
 {
     ctrl_teardown(sim, t);
-    sim_reg32_write(sim, NVME_REG_CC, 0);
-    sim_reg32_write(sim, NVME_REG_AQA, 0);
-    sim_reg64_write(sim, NVME_REG_ASQ, 0);
-    sim_reg64_write(sim, NVME_REG_ACQ, 0);
-    sim_reg64_write(sim, NVME_REG_CAP, sim->cap);
-    sim_reg32_write(sim, NVME_REG_VS, sim->vs);
+    nvl__sim_reg32_write(sim, NVME_REG_CC, 0);
+    nvl__sim_reg32_write(sim, NVME_REG_AQA, 0);
+    nvl__sim_reg64_write(sim, NVME_REG_ASQ, 0);
+    nvl__sim_reg64_write(sim, NVME_REG_ACQ, 0);
+    nvl__sim_reg64_write(sim, NVME_REG_CAP, sim->cap);
+    nvl__sim_reg32_write(sim, NVME_REG_VS, sim->vs);
     SIM_STORE_SC(&sim->fatal, 0);
-    sim_csts_update(sim, ~0u, 0);
+    nvl__sim_csts_update(sim, ~0u, 0);
     sim->state = SIM_ST_DISABLED;
     __atomic_fetch_add(&sim->resets, 1, __ATOMIC_RELAXED);
 }
@@ -176,8 +180,9 @@ static uint32_t ctrl_shutdown(struct nvl_sim *sim, struct ctrl_local *l, uint32_
     if (nvme_cc_shn(cc) != NVME_CC_SHN_NONE && sim->shutdown == 0) {
         sim->shutdown = 1;
         SIM_STORE(&sim->halted, 1);
-        sim_csts_update(sim, NVME_CSTS_SHST_MASK, NVME_CSTS_SHST_OCCURRING << NVME_CSTS_SHST_SHIFT);
-        ret = sim_store_flush(&sim->store);
+        nvl__sim_csts_update(sim, NVME_CSTS_SHST_MASK,
+                             NVME_CSTS_SHST_OCCURRING << NVME_CSTS_SHST_SHIFT);
+        ret = nvl__sim_store_flush(&sim->store);
         if (ret)
             nvl_log_error(sim->who, "flush at shutdown failed: %s", nvl_strerror(ret));
         l->shn_deadline = now + (uint64_t)sim->opts.shutdown_delay_us * 1000u;
@@ -185,7 +190,8 @@ static uint32_t ctrl_shutdown(struct nvl_sim *sim, struct ctrl_local *l, uint32_
     }
     if (sim->shutdown == 1 && now >= l->shn_deadline) {
         sim->shutdown = 2;
-        sim_csts_update(sim, NVME_CSTS_SHST_MASK, NVME_CSTS_SHST_COMPLETE << NVME_CSTS_SHST_SHIFT);
+        nvl__sim_csts_update(sim, NVME_CSTS_SHST_MASK,
+                             NVME_CSTS_SHST_COMPLETE << NVME_CSTS_SHST_SHIFT);
         return 1;
     }
     return 0;
@@ -204,7 +210,7 @@ static uint32_t ctrl_tick(struct nvl_sim *sim, struct sim_thread *t, struct ctrl
         return 1;
     }
     ctrl_check_ro(sim);
-    cc = sim_reg32(sim, NVME_REG_CC);
+    cc = nvl__sim_reg32(sim, NVME_REG_CC);
     switch (sim->state) {
     case SIM_ST_DISABLED:
         ctrl_early_doorbells(sim);
@@ -226,7 +232,7 @@ static uint32_t ctrl_tick(struct nvl_sim *sim, struct sim_thread *t, struct ctrl
         if (now < sim->deadline_ns)
             return 0;
         ctrl_early_doorbells(sim);
-        sim_csts_update(sim, 0, NVME_CSTS_RDY);
+        nvl__sim_csts_update(sim, 0, NVME_CSTS_RDY);
         sim->state = SIM_ST_READY;
         l->early_enable_warned = 0;
         return 1;
@@ -241,8 +247,8 @@ static uint32_t ctrl_tick(struct nvl_sim *sim, struct sim_thread *t, struct ctrl
         if (SIM_LOAD(&sim->fatal))
             return 0;
         work = ctrl_shutdown(sim, l, cc, now);
-        work += sim_sq_service(t, &sim->asq);
-        work += sim_cq_service(t, &sim->acq);
+        work += nvl__sim_sq_service(t, &sim->asq);
+        work += nvl__sim_cq_service(t, &sim->acq);
         if (now - l->last_scan >= SIM_SCAN_NS) {
             l->last_scan = now;
             ctrl_absent_doorbells(sim);
@@ -253,25 +259,26 @@ static uint32_t ctrl_tick(struct nvl_sim *sim, struct sim_thread *t, struct ctrl
             return 0;
         ctrl_teardown(sim, t);
         SIM_STORE_SC(&sim->fatal, 0);
-        sim_csts_update(sim, ~0u, 0);
+        nvl__sim_csts_update(sim, ~0u, 0);
         sim->state = SIM_ST_DISABLED;
         return 1;
     case SIM_ST_DISABLING:
         if ((cc & NVME_CC_EN) && !l->early_enable_warned) {
             l->early_enable_warned = 1;
-            sim_violation(sim, NVL_SIM_VIOL_ENABLE, "CC.EN set again before CSTS.RDY went to 0");
+            nvl__sim_violation(sim, NVL_SIM_VIOL_ENABLE,
+                               "CC.EN set again before CSTS.RDY went to 0");
         }
         if (now < sim->deadline_ns)
             return 0;
         SIM_STORE_SC(&sim->fatal, 0);
-        sim_csts_update(sim, ~0u, 0);
+        nvl__sim_csts_update(sim, ~0u, 0);
         sim->state = SIM_ST_DISABLED;
         return 1;
     }
     return 0;
 }
 
-void *sim_ctrl_main(void *arg)
+void *nvl__sim_ctrl_main(void *arg)
 {
     struct sim_thread *t = arg;
     struct nvl_sim *sim = t->sim;
@@ -285,10 +292,10 @@ void *sim_ctrl_main(void *arg)
 
         t->next_due_ns = UINT64_MAX;
         t->pending = 0;
-        t->now = sim_now_ns();
+        t->now = nvl__sim_now_ns();
         work = ctrl_tick(sim, t, &l, t->now);
         SIM_STORE_SC(&t->epoch, t->epoch + 1);
-        sim_idle(t, &idle_since, work != 0);
+        nvl__sim_idle(t, &idle_since, work != 0);
     }
     SIM_STORE_SC(&t->online, 0);
     return NULL;

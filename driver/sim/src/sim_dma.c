@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int sim_dma_init(struct sim_dma *d)
+int nvl__sim_dma_init(struct sim_dma *d)
 {
     memset(d, 0, sizeof(*d));
     d->table = calloc(1, sizeof(*d->table));
@@ -21,9 +21,9 @@ int sim_dma_init(struct sim_dma *d)
     return 0;
 }
 
-void sim_dma_fini(struct sim_dma *d)
+void nvl__sim_dma_fini(struct sim_dma *d)
 {
-    sim_dma_free_retired(d->retired, d->n_retired);
+    nvl__sim_dma_free_retired(d->retired, d->n_retired);
     free(d->table);
     pthread_mutex_destroy(&d->lock);
     memset(d, 0, sizeof(*d));
@@ -54,7 +54,7 @@ static int table_swap(struct sim_dma *d, struct sim_dma_table *nt)
     return 0;
 }
 
-int sim_dma_map(struct sim_dma *d, void *vaddr, size_t len, uint64_t *iova)
+int nvl__sim_dma_map(struct sim_dma *d, void *vaddr, size_t len, uint64_t *iova)
 {
     struct sim_dma_table *cur, *nt;
     uint64_t at;
@@ -90,7 +90,7 @@ out_unlock:
     return ret;
 }
 
-int sim_dma_unmap(struct sim_dma *d, void *vaddr, size_t len, uint64_t iova)
+int nvl__sim_dma_unmap(struct sim_dma *d, void *vaddr, size_t len, uint64_t iova)
 {
     struct sim_dma_table *cur, *nt;
     uint32_t i, j;
@@ -120,7 +120,7 @@ out_unlock:
     return ret;
 }
 
-struct sim_dma_table **sim_dma_take_retired(struct sim_dma *d, uint32_t *n)
+struct sim_dma_table **nvl__sim_dma_take_retired(struct sim_dma *d, uint32_t *n)
 {
     struct sim_dma_table **list;
 
@@ -134,7 +134,7 @@ struct sim_dma_table **sim_dma_take_retired(struct sim_dma *d, uint32_t *n)
     return list;
 }
 
-void sim_dma_free_retired(struct sim_dma_table **list, uint32_t n)
+void nvl__sim_dma_free_retired(struct sim_dma_table **list, uint32_t n)
 {
     uint32_t i;
 
@@ -148,7 +148,7 @@ static int region_holds(const struct sim_dma_region *r, uint64_t iova, uint64_t 
     return iova >= r->iova && len <= r->len && iova - r->iova <= r->len - len;
 }
 
-void *sim_dma_xlate(struct sim_dma *d, struct sim_dma_cache *c, uint64_t iova, uint64_t len)
+void *nvl__sim_dma_xlate(struct sim_dma *d, struct sim_dma_cache *c, uint64_t iova, uint64_t len)
 {
     const struct sim_dma_table *t = SIM_LOAD_SC(&d->table);
     uint32_t lo = 0, hi;

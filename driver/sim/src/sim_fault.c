@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-uint64_t sim_rng_next(uint64_t *state)
+uint64_t nvl__sim_rng_next(uint64_t *state)
 {
     /* xorshift64*: fast, and good enough to draw fault probabilities. */
     uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ull;
@@ -74,8 +74,8 @@ static int sqid_matches(uint16_t want, uint16_t sqid)
     return want == sqid;
 }
 
-void sim_fault_match(struct sim_faults *fs, uint16_t sqid, uint8_t opcode, uint64_t *rng,
-                     struct sim_fault_action *act)
+void nvl__sim_fault_match(struct sim_faults *fs, uint16_t sqid, uint8_t opcode, uint64_t *rng,
+                          struct sim_fault_action *act)
 {
     uint32_t i;
 
@@ -96,7 +96,7 @@ void sim_fault_match(struct sim_faults *fs, uint16_t sqid, uint8_t opcode, uint6
         if (f->nth) {
             fire = m == f->nth;
         } else {
-            double u = (double)(sim_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+            double u = (double)(nvl__sim_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
 
             fire = u < f->probability;
             if (fire && f->count && __atomic_fetch_add(&s->fired, 1, __ATOMIC_RELAXED) >= f->count)

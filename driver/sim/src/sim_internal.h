@@ -35,7 +35,7 @@
 #define sim_likely(x)   __builtin_expect(!!(x), 1)
 #define sim_unlikely(x) __builtin_expect(!!(x), 0)
 
-uint64_t sim_now_ns(void);
+uint64_t nvl__sim_now_ns(void);
 
 /* ---- DMA region registry (sim_dma.c) -------------------------------------------------- */
 
@@ -75,18 +75,18 @@ struct sim_dma_cache {
 /* Unmapped gap after every region, so that running past a region's end faults. */
 #define SIM_IOVA_GUARD (1ull << 21)
 
-int sim_dma_init(struct sim_dma *d);
-void sim_dma_fini(struct sim_dma *d);
+int nvl__sim_dma_init(struct sim_dma *d);
+void nvl__sim_dma_fini(struct sim_dma *d);
 /* vaddr and len must be page aligned, len > 0. */
-int sim_dma_map(struct sim_dma *d, void *vaddr, size_t len, uint64_t *iova);
+int nvl__sim_dma_map(struct sim_dma *d, void *vaddr, size_t len, uint64_t *iova);
 /* Removes the region exactly matching (vaddr, len, iova); -EINVAL when none does. The old table
  * is retired: the caller frees retired tables after a grace period (sim_dma_reclaim). */
-int sim_dma_unmap(struct sim_dma *d, void *vaddr, size_t len, uint64_t iova);
-/* Detaches the retired tables; free them with sim_dma_free_retired after a grace period. */
-struct sim_dma_table **sim_dma_take_retired(struct sim_dma *d, uint32_t *n);
-void sim_dma_free_retired(struct sim_dma_table **list, uint32_t n);
+int nvl__sim_dma_unmap(struct sim_dma *d, void *vaddr, size_t len, uint64_t iova);
+/* Detaches the retired tables; free them with nvl__sim_dma_free_retired after a grace period. */
+struct sim_dma_table **nvl__sim_dma_take_retired(struct sim_dma *d, uint32_t *n);
+void nvl__sim_dma_free_retired(struct sim_dma_table **list, uint32_t n);
 /* Host address of [iova, iova + len), or NULL when the range is not inside one region. */
-void *sim_dma_xlate(struct sim_dma *d, struct sim_dma_cache *c, uint64_t iova, uint64_t len);
+void *nvl__sim_dma_xlate(struct sim_dma *d, struct sim_dma_cache *c, uint64_t iova, uint64_t len);
 
 /* ---- PRP walking (sim_prp.c) ---------------------------------------------------------- */
 
@@ -104,9 +104,9 @@ struct sim_prp_result {
 /* Walks the PRP entries of a `len`-byte transfer (NVMe 1.4 §4.3) and translates each through the
  * registry. Returns 0 or the NVMe status field (Invalid PRP Offset, Data Transfer Error for an
  * untranslatable address). `segs` has room for max_segs entries (len / 4 KiB + 1 suffices). */
-uint16_t sim_prp_walk(struct sim_dma *d, struct sim_dma_cache *c, uint64_t prp1, uint64_t prp2,
-                      uint64_t len, struct sim_seg *segs, uint32_t max_segs,
-                      struct sim_prp_result *res);
+uint16_t nvl__sim_prp_walk(struct sim_dma *d, struct sim_dma_cache *c, uint64_t prp1, uint64_t prp2,
+                           uint64_t len, struct sim_seg *segs, uint32_t max_segs,
+                           struct sim_prp_result *res);
 
 /* ---- backing store (sim_store.c) ------------------------------------------------------ */
 
@@ -124,12 +124,14 @@ struct sim_store {
 
 /* Opens the store `o` describes; `o->ns_bytes` of 0 is resolved to the file or default size and
  * written back. Returns 0 or -errno with a reason in err. */
-int sim_store_open(struct sim_store *s, struct nvl_sim_opts *o, char *err, size_t err_len);
-void sim_store_close(struct sim_store *s);
+int nvl__sim_store_open(struct sim_store *s, struct nvl_sim_opts *o, char *err, size_t err_len);
+void nvl__sim_store_close(struct sim_store *s);
 /* Moves `off`..: store -> segments (read) or segments -> store (write). 0 or -errno. */
-int sim_store_read(struct sim_store *s, uint64_t off, const struct sim_seg *segs, uint32_t nseg);
-int sim_store_write(struct sim_store *s, uint64_t off, const struct sim_seg *segs, uint32_t nseg);
-int sim_store_flush(struct sim_store *s);
+int nvl__sim_store_read(struct sim_store *s, uint64_t off, const struct sim_seg *segs,
+                        uint32_t nseg);
+int nvl__sim_store_write(struct sim_store *s, uint64_t off, const struct sim_seg *segs,
+                         uint32_t nseg);
+int nvl__sim_store_flush(struct sim_store *s);
 
 /* ---- bandwidth and latency model (sim_model.c) ---------------------------------------- */
 
@@ -141,10 +143,11 @@ struct sim_model {
     uint64_t bucket_ps; /* when the drive's data path is free again (shared, CAS) */
 };
 
-void sim_model_init(struct sim_model *m, uint64_t bw_bytes_per_s, uint64_t lat_ns, uint64_t t0_ns);
+void nvl__sim_model_init(struct sim_model *m, uint64_t bw_bytes_per_s, uint64_t lat_ns,
+                         uint64_t t0_ns);
 /* When a command of `bytes` arriving at now_ns completes: max(arrival + latency, the end of its
  * turn in the bandwidth token bucket). Thread safe. */
-uint64_t sim_model_due(struct sim_model *m, uint64_t now_ns, uint64_t bytes);
+uint64_t nvl__sim_model_due(struct sim_model *m, uint64_t now_ns, uint64_t bytes);
 
 /* ---- fault injection (sim_fault.c) ----------------------------------------------------- */
 
@@ -169,9 +172,9 @@ struct sim_fault_action {
 };
 
 /* Matches one fetched command; rng is the calling thread's xorshift state. */
-void sim_fault_match(struct sim_faults *fs, uint16_t sqid, uint8_t opcode, uint64_t *rng,
-                     struct sim_fault_action *act);
-uint64_t sim_rng_next(uint64_t *state);
+void nvl__sim_fault_match(struct sim_faults *fs, uint16_t sqid, uint8_t opcode, uint64_t *rng,
+                          struct sim_fault_action *act);
+uint64_t nvl__sim_rng_next(uint64_t *state);
 
 /* ---- queues ---------------------------------------------------------------------------- */
 
@@ -272,7 +275,7 @@ struct sim_thread {
 static inline uint64_t sim_clock(struct sim_thread *t)
 {
     if (!t->now)
-        t->now = sim_now_ns();
+        t->now = nvl__sim_now_ns();
     return t->now;
 }
 
@@ -352,40 +355,40 @@ struct nvl_sim {
 };
 
 /* sim.c */
-void sim_violation(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
+void nvl__sim_violation(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Marks the controller fatal: CSTS.CFS, every thread stops processing until a reset. */
-void sim_fatal(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
+void nvl__sim_fatal(struct nvl_sim *sim, enum nvl_sim_violation v, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* CSTS = (CSTS & ~clear) | set, atomically (service threads may set CFS concurrently). */
-void sim_csts_update(struct nvl_sim *sim, uint32_t clear, uint32_t set);
-uint32_t sim_reg32(struct nvl_sim *sim, uint32_t off);
-uint64_t sim_reg64(struct nvl_sim *sim, uint32_t off);
-void sim_reg32_write(struct nvl_sim *sim, uint32_t off, uint32_t v);
-void sim_reg64_write(struct nvl_sim *sim, uint32_t off, uint64_t v);
-volatile uint32_t *sim_sq_db(struct nvl_sim *sim, uint32_t qid);
-volatile uint32_t *sim_cq_db(struct nvl_sim *sim, uint32_t qid);
+void nvl__sim_csts_update(struct nvl_sim *sim, uint32_t clear, uint32_t set);
+uint32_t nvl__sim_reg32(struct nvl_sim *sim, uint32_t off);
+uint64_t nvl__sim_reg64(struct nvl_sim *sim, uint32_t off);
+void nvl__sim_reg32_write(struct nvl_sim *sim, uint32_t off, uint32_t v);
+void nvl__sim_reg64_write(struct nvl_sim *sim, uint32_t off, uint64_t v);
+volatile uint32_t *nvl__sim_sq_db(struct nvl_sim *sim, uint32_t qid);
+volatile uint32_t *nvl__sim_cq_db(struct nvl_sim *sim, uint32_t qid);
 /* Waits until every thread other than `self` passed a quiescent point. */
-void sim_synchronize(struct nvl_sim *sim, const struct sim_thread *self);
+void nvl__sim_synchronize(struct nvl_sim *sim, const struct sim_thread *self);
 /* Whether [iova, iova + len) overlaps memory of a live queue (admin or I/O). Called with qlock
  * held, or from the control thread (the only writer of the queue arrays). */
-int sim_iova_in_use(struct nvl_sim *sim, uint64_t iova, uint64_t len);
+int nvl__sim_iova_in_use(struct nvl_sim *sim, uint64_t iova, uint64_t len);
 /* Counters since creation, ignoring nvl_sim_reset_stats (for the SMART log). */
-void sim_stats_raw(struct nvl_sim *sim, struct nvl_sim_stats *s);
-void sim_error_log_add(struct nvl_sim *sim, uint16_t sqid, uint16_t cid, uint16_t status,
-                       uint64_t lba, uint32_t nsid);
+void nvl__sim_stats_raw(struct nvl_sim *sim, struct nvl_sim_stats *s);
+void nvl__sim_error_log_add(struct nvl_sim *sim, uint16_t sqid, uint16_t cid, uint16_t status,
+                            uint64_t lba, uint32_t nsid);
 
 /* sim_queue.c: the fetch/complete engine shared by the admin and I/O paths. */
-int sim_cq_init(struct sim_cq *cq, uint16_t qid, struct nvme_cqe *ring, uint64_t iova,
-                uint32_t size, volatile uint32_t *db);
-void sim_cq_fini(struct sim_cq *cq);
-int sim_sq_init(struct sim_sq *sq, uint16_t qid, struct nvme_sqe *ring, uint64_t iova,
-                uint32_t size, volatile uint32_t *db, struct sim_cq *cq);
-void sim_sq_fini(struct sim_sq *sq);
+int nvl__sim_cq_init(struct sim_cq *cq, uint16_t qid, struct nvme_cqe *ring, uint64_t iova,
+                     uint32_t size, volatile uint32_t *db);
+void nvl__sim_cq_fini(struct sim_cq *cq);
+int nvl__sim_sq_init(struct sim_sq *sq, uint16_t qid, struct nvme_sqe *ring, uint64_t iova,
+                     uint32_t size, volatile uint32_t *db, struct sim_cq *cq);
+void nvl__sim_sq_fini(struct sim_sq *sq);
 /* Fetches and executes up to SIM_BATCH commands of sq. Returns the number fetched. */
-uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq);
+uint32_t nvl__sim_sq_service(struct sim_thread *t, struct sim_sq *sq);
 /* Reads the CQ head doorbell and posts due completions. Returns work done. */
-uint32_t sim_cq_service(struct sim_thread *t, struct sim_cq *cq);
+uint32_t nvl__sim_cq_service(struct sim_thread *t, struct sim_cq *cq);
 
 /* sim_admin.c */
 struct sim_cmd_result {
@@ -394,20 +397,21 @@ struct sim_cmd_result {
     int hold;       /* the command stays outstanding (Asynchronous Event Request) */
     uint64_t bytes; /* data moved, for the bandwidth model */
 };
-void sim_admin_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim_cmd_result *r);
+void nvl__sim_admin_exec(struct sim_thread *t, const struct nvme_sqe *sqe,
+                         struct sim_cmd_result *r);
 /* Tears down every I/O queue (controller reset). Control thread only. */
-void sim_admin_reset_queues(struct nvl_sim *sim, struct sim_thread *self);
+void nvl__sim_admin_reset_queues(struct nvl_sim *sim, struct sim_thread *self);
 
 /* sim_io.c */
-void sim_io_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim_cmd_result *r);
+void nvl__sim_io_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim_cmd_result *r);
 
 /* sim_ctrl.c: the control thread and the controller state machine. */
-void *sim_ctrl_main(void *arg);
+void *nvl__sim_ctrl_main(void *arg);
 /* Service thread main loop (sim_queue.c). */
-void *sim_io_main(void *arg);
+void *nvl__sim_io_main(void *arg);
 /* Sleep/poll policy shared by both. */
-void sim_idle(struct sim_thread *t, uint64_t *idle_since, int worked);
+void nvl__sim_idle(struct sim_thread *t, uint64_t *idle_since, int worked);
 /* Rebuilds the queue table of service thread `idx` from sim->sqs/cqs and publishes it. */
-int sim_publish_table(struct nvl_sim *sim, uint32_t idx, struct sim_thread *self);
+int nvl__sim_publish_table(struct nvl_sim *sim, uint32_t idx, struct sim_thread *self);
 
 #endif

@@ -9,7 +9,7 @@
 static uint16_t io_fail(struct sim_thread *t, enum nvl_sim_violation v, uint16_t status,
                         const struct nvme_sqe *sqe, const char *what)
 {
-    sim_violation(t->sim, v, "I/O opcode 0x%02x CID %u: %s", sqe->opc, sqe->cid, what);
+    nvl__sim_violation(t->sim, v, "I/O opcode 0x%02x CID %u: %s", sqe->opc, sqe->cid, what);
     /* Do Not Retry: the same command would fail the same way. */
     return status | NVME_STATUS_DNR;
 }
@@ -47,8 +47,8 @@ static void io_rw(struct sim_thread *t, const struct nvme_sqe *sqe, int write,
         r->status = NVME_STATUS(NVME_SCT_GENERIC, SIM_SC_NS_WRITE_PROTECTED);
         return;
     }
-    st =
-        sim_prp_walk(&sim->dma, &t->dcache, sqe->prp1, sqe->prp2, bytes, t->segs, t->max_segs, &pr);
+    st = nvl__sim_prp_walk(&sim->dma, &t->dcache, sqe->prp1, sqe->prp2, bytes, t->segs, t->max_segs,
+                           &pr);
     if (sim_unlikely(st)) {
         r->status = io_fail(t, pr.viol, st, sqe,
                             pr.viol == NVL_SIM_VIOL_DMA ? "PRP address outside the DMA regions"
@@ -56,9 +56,9 @@ static void io_rw(struct sim_thread *t, const struct nvme_sqe *sqe, int write,
         return;
     }
     if (write)
-        ret = sim_store_write(&sim->store, slba << sim->lba_shift, t->segs, pr.nseg);
+        ret = nvl__sim_store_write(&sim->store, slba << sim->lba_shift, t->segs, pr.nseg);
     else
-        ret = sim_store_read(&sim->store, slba << sim->lba_shift, t->segs, pr.nseg);
+        ret = nvl__sim_store_read(&sim->store, slba << sim->lba_shift, t->segs, pr.nseg);
     if (sim_unlikely(ret)) {
         nvl_log_error(sim->who, "backing store %s at LBA %llu failed: %s", write ? "write" : "read",
                       (unsigned long long)slba, nvl_strerror(ret));
@@ -88,7 +88,7 @@ static void io_flush(struct sim_thread *t, const struct nvme_sqe *sqe, struct si
                             "namespace is not 1");
         return;
     }
-    ret = sim_store_flush(&sim->store);
+    ret = nvl__sim_store_flush(&sim->store);
     if (ret) {
         nvl_log_error(sim->who, "backing store flush failed: %s", nvl_strerror(ret));
         r->status = NVME_STATUS(NVME_SCT_MEDIA_ERROR, NVME_SC_WRITE_FAULT);
@@ -97,7 +97,7 @@ static void io_flush(struct sim_thread *t, const struct nvme_sqe *sqe, struct si
     SIM_COUNT(t, SIM_C_FLUSHES, 1);
 }
 
-void sim_io_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim_cmd_result *r)
+void nvl__sim_io_exec(struct sim_thread *t, const struct nvme_sqe *sqe, struct sim_cmd_result *r)
 {
     /* nvload's controller supports neither fused operations nor SGLs (Identify FUSES = 0,
      * SGLS = 0): both fields must be 0. */

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-uint64_t sim_now_ns(void)
+uint64_t nvl__sim_now_ns(void)
 {
     struct timespec ts;
 
@@ -16,7 +16,8 @@ uint64_t sim_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void sim_model_init(struct sim_model *m, uint64_t bw_bytes_per_s, uint64_t lat_ns, uint64_t t0_ns)
+void nvl__sim_model_init(struct sim_model *m, uint64_t bw_bytes_per_s, uint64_t lat_ns,
+                         uint64_t t0_ns)
 {
     memset(m, 0, sizeof(*m));
     m->ps_per_byte = bw_bytes_per_s ? 1e12 / (double)bw_bytes_per_s : 0.0;
@@ -25,7 +26,7 @@ void sim_model_init(struct sim_model *m, uint64_t bw_bytes_per_s, uint64_t lat_n
     m->enabled = bw_bytes_per_s || lat_ns;
 }
 
-uint64_t sim_model_due(struct sim_model *m, uint64_t now_ns, uint64_t bytes)
+uint64_t nvl__sim_model_due(struct sim_model *m, uint64_t now_ns, uint64_t bytes)
 {
     uint64_t due = now_ns + m->lat_ns;
 

@@ -24,7 +24,7 @@ struct prp_walk {
 static uint16_t walk_add(struct prp_walk *w, uint64_t iova, uint64_t len,
                          enum nvl_sim_violation *viol)
 {
-    uint8_t *p = sim_dma_xlate(w->d, w->c, iova, len);
+    uint8_t *p = nvl__sim_dma_xlate(w->d, w->c, iova, len);
 
     if (sim_unlikely(!p)) {
         *viol = NVL_SIM_VIOL_DMA;
@@ -50,9 +50,9 @@ static uint16_t bad_offset(enum nvl_sim_violation *viol)
     return NVME_STATUS(NVME_SCT_GENERIC, NVME_SC_INVALID_PRP_OFFSET);
 }
 
-uint16_t sim_prp_walk(struct sim_dma *d, struct sim_dma_cache *c, uint64_t prp1, uint64_t prp2,
-                      uint64_t len, struct sim_seg *segs, uint32_t max_segs,
-                      struct sim_prp_result *res)
+uint16_t nvl__sim_prp_walk(struct sim_dma *d, struct sim_dma_cache *c, uint64_t prp1, uint64_t prp2,
+                           uint64_t len, struct sim_seg *segs, uint32_t max_segs,
+                           struct sim_prp_result *res)
 {
     struct prp_walk w = {d, c, segs, max_segs, 0};
     const uint64_t page_mask = SIM_PAGE - 1;
@@ -90,7 +90,7 @@ uint16_t sim_prp_walk(struct sim_dma *d, struct sim_dma_cache *c, uint64_t prp1,
         uint64_t slots = (SIM_PAGE - (list & page_mask)) / 8;
         uint64_t use = entries <= slots ? entries : slots - 1;
         uint64_t nread = entries <= slots ? use : slots;
-        const uint64_t *lp = sim_dma_xlate(d, c, list, nread * 8);
+        const uint64_t *lp = nvl__sim_dma_xlate(d, c, list, nread * 8);
         uint64_t i;
 
         if (!lp) {

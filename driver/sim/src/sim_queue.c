@@ -17,8 +17,8 @@
 
 #define SIM_SPIN_NS 20000u /* busy-poll this long after the last work before sleeping */
 
-int sim_cq_init(struct sim_cq *cq, uint16_t qid, struct nvme_cqe *ring, uint64_t iova,
-                uint32_t size, volatile uint32_t *db)
+int nvl__sim_cq_init(struct sim_cq *cq, uint16_t qid, struct nvme_cqe *ring, uint64_t iova,
+                     uint32_t size, volatile uint32_t *db)
 {
     memset(cq, 0, sizeof(*cq));
     cq->fifo = calloc(size, sizeof(*cq->fifo));
@@ -40,15 +40,15 @@ int sim_cq_init(struct sim_cq *cq, uint16_t qid, struct nvme_cqe *ring, uint64_t
     return 0;
 }
 
-void sim_cq_fini(struct sim_cq *cq)
+void nvl__sim_cq_fini(struct sim_cq *cq)
 {
     free(cq->fifo);
     free(cq->late);
     memset(cq, 0, sizeof(*cq));
 }
 
-int sim_sq_init(struct sim_sq *sq, uint16_t qid, struct nvme_sqe *ring, uint64_t iova,
-                uint32_t size, volatile uint32_t *db, struct sim_cq *cq)
+int nvl__sim_sq_init(struct sim_sq *sq, uint16_t qid, struct nvme_sqe *ring, uint64_t iova,
+                     uint32_t size, volatile uint32_t *db, struct sim_cq *cq)
 {
     memset(sq, 0, sizeof(*sq));
     sq->cids = calloc(65536 / 64, sizeof(uint64_t));
@@ -64,7 +64,7 @@ int sim_sq_init(struct sim_sq *sq, uint16_t qid, struct nvme_sqe *ring, uint64_t
     return 0;
 }
 
-void sim_sq_fini(struct sim_sq *sq)
+void nvl__sim_sq_fini(struct sim_sq *sq)
 {
     free(sq->cids);
     memset(sq, 0, sizeof(*sq));
@@ -120,9 +120,9 @@ static int cq_refresh_head(struct sim_thread *t, struct sim_cq *cq)
     posted = (cq->tail + cq->size - cq->head) % cq->size;
     adv = (db + cq->size - cq->head) % cq->size;
     if (sim_unlikely(db >= cq->size || adv > posted)) {
-        sim_fatal(t->sim, NVL_SIM_VIOL_CQ_HEAD,
-                  "CQ %u head doorbell %u: queue has %u entries, head %u, %u posted", cq->qid, db,
-                  cq->size, cq->head, posted);
+        nvl__sim_fatal(t->sim, NVL_SIM_VIOL_CQ_HEAD,
+                       "CQ %u head doorbell %u: queue has %u entries, head %u, %u posted", cq->qid,
+                       db, cq->size, cq->head, posted);
         return -1;
     }
     cq->head = db;
@@ -138,7 +138,7 @@ static void pending_post(struct sim_thread *t, struct sim_cq *cq, struct sim_pen
     p->sq->inflight--;
 }
 
-uint32_t sim_cq_service(struct sim_thread *t, struct sim_cq *cq)
+uint32_t nvl__sim_cq_service(struct sim_thread *t, struct sim_cq *cq)
 {
     uint32_t work = 0, i;
     int r = cq_refresh_head(t, cq);
@@ -218,24 +218,24 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
 
     /* With the drive model on, a command arrives when it is fetched, before its data moves. */
     if (sim->model.enabled && sq->qid)
-        arrival = sim_now_ns();
+        arrival = nvl__sim_now_ns();
     SIM_COUNT(t, sq->qid ? SIM_C_IO : SIM_C_ADMIN, 1);
-    sim_fault_match(&sim->faults, sq->qid, sqe->opc, &t->rng, &fa);
+    nvl__sim_fault_match(&sim->faults, sq->qid, sqe->opc, &t->rng, &fa);
     if (sim_unlikely(fa.fired)) {
         SIM_COUNT(t, SIM_C_FAULTS_INJECTED, 1);
         if (fa.kind == NVL_SIM_FAULT_FATAL) {
-            sim_fatal(sim, NVL_SIM_VIOL_COUNT, "injected fatal error at SQ %u CID %u", sq->qid,
-                      sqe->cid);
+            nvl__sim_fatal(sim, NVL_SIM_VIOL_COUNT, "injected fatal error at SQ %u CID %u", sq->qid,
+                           sqe->cid);
             return;
         }
     }
     if (sim_unlikely(cid_busy(sq, sqe->cid))) {
         /* NVMe 1.4 §4.2: a CID is unique among the commands outstanding on its SQ. */
-        sim_violation(sim, NVL_SIM_VIOL_CID_CONFLICT, "SQ %u: CID %u is already outstanding",
-                      sq->qid, sqe->cid);
-        sim_error_log_add(sim, sq->qid, sqe->cid,
-                          NVME_STATUS(NVME_SCT_GENERIC, NVME_SC_CID_CONFLICT) | NVME_STATUS_DNR, 0,
-                          sqe->nsid);
+        nvl__sim_violation(sim, NVL_SIM_VIOL_CID_CONFLICT, "SQ %u: CID %u is already outstanding",
+                           sq->qid, sqe->cid);
+        nvl__sim_error_log_add(
+            sim, sq->qid, sqe->cid,
+            NVME_STATUS(NVME_SCT_GENERIC, NVME_SC_CID_CONFLICT) | NVME_STATUS_DNR, 0, sqe->nsid);
         /* Completed at once and outside the CID map, which still tracks the first command. */
         cq->reserved++;
         cq_post(t, cq, sq, sqe->cid,
@@ -245,16 +245,17 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
     if (sim_unlikely(fa.fired && fa.kind == NVL_SIM_FAULT_STATUS)) {
         r.status = fa.status;
     } else if (sq->qid) {
-        sim_io_exec(t, sqe, &r);
+        nvl__sim_io_exec(t, sqe, &r);
     } else {
-        sim_admin_exec(t, sqe, &r);
+        nvl__sim_admin_exec(t, sqe, &r);
     }
     if (sim_unlikely(r.status)) {
         /* The LBA field is meaningful for Read and Write only. */
         int rw = sq->qid && (sqe->opc == NVME_NVM_READ || sqe->opc == NVME_NVM_WRITE);
 
-        sim_error_log_add(sim, sq->qid, sqe->cid, r.status,
-                          rw ? (uint64_t)sqe->cdw10 | ((uint64_t)sqe->cdw11 << 32) : 0, sqe->nsid);
+        nvl__sim_error_log_add(sim, sq->qid, sqe->cid, r.status,
+                               rw ? (uint64_t)sqe->cdw10 | ((uint64_t)sqe->cdw11 << 32) : 0,
+                               sqe->nsid);
     }
     if (sim_unlikely(r.hold)) {
         /* Held without a CQ slot (Asynchronous Event Request); its CID stays outstanding. */
@@ -265,8 +266,9 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
         return;
     cq->reserved++;
     if (arrival) {
-        due = r.status ? arrival + sim->model.lat_ns : sim_model_due(&sim->model, arrival, r.bytes);
-        if (due <= sim_now_ns())
+        due = r.status ? arrival + sim->model.lat_ns
+                       : nvl__sim_model_due(&sim->model, arrival, r.bytes);
+        if (due <= nvl__sim_now_ns())
             due = 0;
     }
     if (sim_unlikely(fa.fired && fa.kind == NVL_SIM_FAULT_DELAY)) {
@@ -280,7 +282,7 @@ static void sim_cmd(struct sim_thread *t, struct sim_sq *sq, const struct nvme_s
     cq_post(t, cq, sq, sqe->cid, r.status, r.dw0);
 }
 
-uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq)
+uint32_t nvl__sim_sq_service(struct sim_thread *t, struct sim_sq *sq)
 {
     struct sim_cq *cq = sq->cq;
     uint32_t db, n = 0;
@@ -299,9 +301,9 @@ uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq)
 
         /* The new tail must lie in the queue and must not run over entries not fetched yet. */
         if (sim_unlikely(db >= sq->size || adv > sq->size - 1 - used)) {
-            sim_fatal(t->sim, NVL_SIM_VIOL_SQ_TAIL,
-                      "SQ %u tail doorbell %u: queue has %u entries, tail %u, head %u", sq->qid, db,
-                      sq->size, sq->tail, sq->head);
+            nvl__sim_fatal(t->sim, NVL_SIM_VIOL_SQ_TAIL,
+                           "SQ %u tail doorbell %u: queue has %u entries, tail %u, head %u",
+                           sq->qid, db, sq->size, sq->tail, sq->head);
             return 0;
         }
         sq->tail = db;
@@ -316,9 +318,9 @@ uint32_t sim_sq_service(struct sim_thread *t, struct sim_sq *sq)
             if (cq->reserved >= cq->size - 1) {
                 if (!cq->stalled) {
                     cq->stalled = 1;
-                    sim_violation(t->sim, NVL_SIM_VIOL_CQ_FULL,
-                                  "CQ %u is full (%u entries unconsumed); SQ %u waits", cq->qid,
-                                  cq->size - 1, sq->qid);
+                    nvl__sim_violation(t->sim, NVL_SIM_VIOL_CQ_FULL,
+                                       "CQ %u is full (%u entries unconsumed); SQ %u waits",
+                                       cq->qid, cq->size - 1, sq->qid);
                 }
                 break;
             }
@@ -343,7 +345,7 @@ static void cpu_relax(void)
 #endif
 }
 
-void sim_idle(struct sim_thread *t, uint64_t *idle_since, int worked)
+void nvl__sim_idle(struct sim_thread *t, uint64_t *idle_since, int worked)
 {
     uint64_t max_ns = t->idle_max_ns;
     uint64_t now, sleep_ns;
@@ -357,7 +359,7 @@ void sim_idle(struct sim_thread *t, uint64_t *idle_since, int worked)
         cpu_relax();
         return;
     }
-    now = sim_now_ns();
+    now = nvl__sim_now_ns();
     if (!*idle_since)
         *idle_since = now;
     if (now - *idle_since < SIM_SPIN_NS) {
@@ -385,7 +387,7 @@ void sim_idle(struct sim_thread *t, uint64_t *idle_since, int worked)
     SIM_STORE_SC(&t->online, 1);
 }
 
-void *sim_io_main(void *arg)
+void *nvl__sim_io_main(void *arg)
 {
     struct sim_thread *t = arg;
     struct nvl_sim *sim = t->sim;
@@ -403,13 +405,13 @@ void *sim_io_main(void *arg)
         t->pending = 0;
         if (tb && !SIM_LOAD(&sim->fatal)) {
             for (i = 0; i < tb->nsq; i++)
-                work += sim_sq_service(t, tb->sq[i]);
+                work += nvl__sim_sq_service(t, tb->sq[i]);
             for (i = 0; i < tb->ncq; i++)
-                work += sim_cq_service(t, tb->cq[i]);
+                work += nvl__sim_cq_service(t, tb->cq[i]);
         }
         /* Quiescent point: nothing from this pass's tables is held past here. */
         SIM_STORE_SC(&t->epoch, t->epoch + 1);
-        sim_idle(t, &idle_since, work != 0);
+        nvl__sim_idle(t, &idle_since, work != 0);
     }
     SIM_STORE_SC(&t->online, 0);
     return NULL;

@@ -185,7 +185,7 @@ static int store_open_mem(struct sim_store *s, struct nvl_sim_opts *o, char *err
     return 0;
 }
 
-int sim_store_open(struct sim_store *s, struct nvl_sim_opts *o, char *err, size_t err_len)
+int nvl__sim_store_open(struct sim_store *s, struct nvl_sim_opts *o, char *err, size_t err_len)
 {
     int ret = 0;
 
@@ -216,7 +216,7 @@ int sim_store_open(struct sim_store *s, struct nvl_sim_opts *o, char *err, size_
     return 0;
 }
 
-void sim_store_close(struct sim_store *s)
+void nvl__sim_store_close(struct sim_store *s)
 {
     if (s->mem)
         munmap(s->mem, s->mem_len);
@@ -295,7 +295,8 @@ static int store_file_io(struct sim_store *s, int write, uint64_t off, const str
     return 0;
 }
 
-int sim_store_read(struct sim_store *s, uint64_t off, const struct sim_seg *segs, uint32_t nseg)
+int nvl__sim_store_read(struct sim_store *s, uint64_t off, const struct sim_seg *segs,
+                        uint32_t nseg)
 {
     uint32_t i;
 
@@ -313,7 +314,8 @@ int sim_store_read(struct sim_store *s, uint64_t off, const struct sim_seg *segs
     }
 }
 
-int sim_store_write(struct sim_store *s, uint64_t off, const struct sim_seg *segs, uint32_t nseg)
+int nvl__sim_store_write(struct sim_store *s, uint64_t off, const struct sim_seg *segs,
+                         uint32_t nseg)
 {
     uint32_t i;
 
@@ -331,7 +333,7 @@ int sim_store_write(struct sim_store *s, uint64_t off, const struct sim_seg *seg
     }
 }
 
-int sim_store_flush(struct sim_store *s)
+int nvl__sim_store_flush(struct sim_store *s)
 {
     if (s->kind == NVL_SIM_BACKING_FILE && !s->read_only && fdatasync(s->fd))
         return -errno;
