@@ -135,7 +135,7 @@ static void admin_identify(struct sim_thread *t, const struct nvme_sqe *sqe,
         if (sqe->nsid != 1) {
             r->status = admin_fail(t, NVL_SIM_VIOL_NAMESPACE, st_generic(NVME_SC_INVALID_NAMESPACE),
                                    sqe, "Identify Namespace of an invalid NSID");
-            goto out;
+            goto out_free;
         }
         identify_ns(sim, &buf->ns);
         break;
@@ -147,7 +147,7 @@ static void admin_identify(struct sim_thread *t, const struct nvme_sqe *sqe,
         if (sqe->nsid >= 0xfffffffeu) {
             r->status = admin_fail(t, NVL_SIM_VIOL_NAMESPACE, st_generic(NVME_SC_INVALID_NAMESPACE),
                                    sqe, "active namespace list from an invalid NSID");
-            goto out;
+            goto out_free;
         }
         if (sqe->nsid < 1)
             buf->list[0] = 1;
@@ -156,7 +156,7 @@ static void admin_identify(struct sim_thread *t, const struct nvme_sqe *sqe,
         if (sqe->nsid != 1) {
             r->status = admin_fail(t, NVL_SIM_VIOL_NAMESPACE, st_generic(NVME_SC_INVALID_NAMESPACE),
                                    sqe, "descriptor list of an invalid NSID");
-            goto out;
+            goto out_free;
         }
         /* One descriptor: NIDT 1 (IEEE EUI-64), NIDL 8. */
         buf->raw[0] = 1;
@@ -168,10 +168,10 @@ static void admin_identify(struct sim_thread *t, const struct nvme_sqe *sqe,
     default:
         r->status = admin_fail(t, NVL_SIM_VIOL_FIELD, st_generic(NVME_SC_INVALID_FIELD), sqe,
                                "unsupported Identify CNS");
-        goto out;
+        goto out_free;
     }
     r->status = admin_to_host(t, sqe, buf, sizeof(*buf), NVME_IDENTIFY_DATA_SIZE);
-out:
+out_free:
     free(buf);
 }
 
@@ -615,16 +615,16 @@ static void admin_get_log_page(struct sim_thread *t, const struct nvme_sqe *sqe,
     default:
         r->status = admin_fail(t, NVL_SIM_VIOL_LOG_PAGE, st_specific(NVME_SC_INVALID_LOG_PAGE), sqe,
                                "unsupported log page");
-        goto out;
+        goto out_free;
     }
     if ((off & 3) || off >= size) {
         r->status = admin_fail(t, NVL_SIM_VIOL_LOG_PAGE, st_generic(NVME_SC_INVALID_FIELD), sqe,
                                "log page offset unaligned or past the end");
-        goto out;
+        goto out_free;
     }
     r->status =
         admin_to_host(t, sqe, (uint8_t *)log + off, size - off < len ? size - off : len, len);
-out:
+out_free:
     free(log);
 }
 

@@ -9,6 +9,7 @@
  * cleared. */
 #include "sim_internal.h"
 
+#include <errno.h>
 #include <sys/prctl.h>
 
 #define SIM_SCAN_NS 1000000u /* period of the absent-queue doorbell scan */
@@ -39,6 +40,8 @@ static const char *ctrl_cc_problem(uint32_t cc)
     return NULL;
 }
 
+/* CC.EN 0 -> 1: checks CC and the admin queue registers, then sets up the admin queues. 0, or
+ * -errno after raising CSTS.CFS with the reason. */
 static int ctrl_enable(struct nvl_sim *sim, struct sim_thread *t, uint32_t cc)
 {
     uint32_t aqa = nvl__sim_reg32(sim, NVME_REG_AQA);
@@ -57,7 +60,7 @@ static int ctrl_enable(struct nvl_sim *sim, struct sim_thread *t, uint32_t cc)
     if (why) {
         nvl__sim_fatal(sim, NVL_SIM_VIOL_ENABLE, "enable refused: %s (CC 0x%08x AQA 0x%08x)", why,
                        cc, aqa);
-        return -1;
+        return -EINVAL;
     }
     sq_ring =
         nvl__sim_dma_xlate(&sim->dma, &t->dcache, asq, (uint64_t)sqs * sizeof(struct nvme_sqe));
@@ -69,7 +72,7 @@ static int ctrl_enable(struct nvl_sim *sim, struct sim_thread *t, uint32_t cc)
                        "in a DMA region",
                        sq_ring ? "completion" : "submission",
                        (unsigned long long)(sq_ring ? acq : asq));
-        return -1;
+        return -EFAULT;
     }
     if (nvl__sim_cq_init(&sim->acq, 0, cq_ring, acq, cqs, nvl__sim_cq_db(sim, 0)))
         goto err_nomem;
@@ -84,7 +87,7 @@ err_fini_cq:
     nvl__sim_cq_fini(&sim->acq);
 err_nomem:
     nvl__sim_fatal(sim, NVL_SIM_VIOL_COUNT, "enable failed: out of memory");
-    return -1;
+    return -ENOMEM;
 }
 
 static void ctrl_zero_doorbells(struct nvl_sim *sim)

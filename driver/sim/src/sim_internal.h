@@ -80,7 +80,7 @@ void nvl__sim_dma_fini(struct sim_dma *d);
 /* vaddr and len must be page aligned, len > 0. */
 int nvl__sim_dma_map(struct sim_dma *d, void *vaddr, size_t len, uint64_t *iova);
 /* Removes the region exactly matching (vaddr, len, iova); -EINVAL when none does. The old table
- * is retired: the caller frees retired tables after a grace period (sim_dma_reclaim). */
+ * is retired until nvl__sim_dma_take_retired hands it back. */
 int nvl__sim_dma_unmap(struct sim_dma *d, void *vaddr, size_t len, uint64_t iova);
 /* Detaches the retired tables; free them with nvl__sim_dma_free_retired after a grace period. */
 struct sim_dma_table **nvl__sim_dma_take_retired(struct sim_dma *d, uint32_t *n);
