@@ -2,7 +2,9 @@
  * chunks that fit the scratch buffer, the activations are converted to fp16 once, and each chunk
  * is one cublasGemmEx with fp32 accumulation and fp32 output (accumulating into y for the
  * residual products). The products run on the tensor cores. */
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include <cublas_v2.h>
@@ -10,6 +12,46 @@
 
 #include "kcommon.cuh"
 #include "nvl_driver/log.h"
+
+/* cuBLAS is loaded at run time (NVL_CUBLAS_LIB, else libcublas.so.13 / libcublas.so from the
+ * library path): a machine without it still runs everything, the batched products then going
+ * through the matrix-vector kernels. */
+struct cublas_api {
+    void *lib;
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasDestroy_v2) destroy;
+    decltype(&cublasSetStream_v2) set_stream;
+    /* the C symbol; C++ overloads the name */
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                              const void *, const void *, cudaDataType, int, const void *,
+                              cudaDataType, int, const void *, void *, cudaDataType, int,
+                              cublasComputeType_t, cublasGemmAlgo_t);
+};
+static struct cublas_api cublas;
+static pthread_once_t cublas_once = PTHREAD_ONCE_INIT;
+
+static void cublas_load(void)
+{
+    const char *env = getenv("NVL_CUBLAS_LIB");
+    const char *names[] = {env, "libcublas.so.13", "libcublas.so"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !cublas.lib; i++)
+        if (names[i])
+            cublas.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!cublas.lib) {
+        nvl_log_info("kernels", "cuBLAS not found (%s): batches use the matrix-vector kernels",
+                     dlerror());
+        return;
+    }
+    cublas.create = (decltype(cublas.create))dlsym(cublas.lib, "cublasCreate_v2");
+    cublas.destroy = (decltype(cublas.destroy))dlsym(cublas.lib, "cublasDestroy_v2");
+    cublas.set_stream = (decltype(cublas.set_stream))dlsym(cublas.lib, "cublasSetStream_v2");
+    cublas.gemm_ex = (decltype(cublas.gemm_ex))dlsym(cublas.lib, "cublasGemmEx");
+    if (!cublas.create || !cublas.destroy || !cublas.set_stream || !cublas.gemm_ex) {
+        nvl_log_error("kernels", "cuBLAS lacks the functions the GEMM path needs");
+        dlclose(cublas.lib);
+        cublas.lib = NULL;
+    }
+}
 
 struct nvl_k_gemm {
     cublasHandle_t handle;
@@ -39,10 +81,13 @@ extern "C" size_t nvl__k_gemm_vram_bytes(size_t scratch_bytes, int64_t max_k, in
 extern "C" int nvl__k_gemm_create(size_t scratch_bytes, struct nvl_k_gemm **out)
 {
     *out = NULL;
+    pthread_once(&cublas_once, cublas_load);
+    if (!cublas.lib)
+        return -ENOTSUP;
     struct nvl_k_gemm *g = (struct nvl_k_gemm *)calloc(1, sizeof(*g));
     if (!g)
         return -ENOMEM;
-    const cublasStatus_t st = cublasCreate(&g->handle);
+    const cublasStatus_t st = cublas.create(&g->handle);
     if (st != CUBLAS_STATUS_SUCCESS) {
         nvl_log_error("kernels", "cublasCreate: status %d", (int)st);
         free(g);
@@ -50,7 +95,7 @@ extern "C" int nvl__k_gemm_create(size_t scratch_bytes, struct nvl_k_gemm **out)
     }
     if (cudaMalloc(&g->w16, scratch_bytes) != cudaSuccess) {
         cudaGetLastError();
-        cublasDestroy(g->handle);
+        cublas.destroy(g->handle);
         free(g);
         return -ENOMEM;
     }
@@ -65,7 +110,7 @@ void nvl__k_gemm_destroy(struct nvl_k_gemm *g)
         return;
     cudaFree(g->w16);
     cudaFree(g->x16);
-    cublasDestroy(g->handle);
+    cublas.destroy(g->handle);
     free(g);
 }
 
@@ -94,7 +139,7 @@ extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, 
     int rc = nvl__k_launch_check("gemm (activations)");
     if (rc)
         return rc;
-    if (cublasSetStream(g->handle, stream) != CUBLAS_STATUS_SUCCESS)
+    if (cublas.set_stream(g->handle, stream) != CUBLAS_STATUS_SUCCESS)
         return -EIO;
     const float alpha = 1.0f, beta = mm->accumulate ? 1.0f : 0.0f;
     for (int64_t r0 = 0; r0 < mm->rows; r0 += chunk) {
@@ -105,7 +150,7 @@ extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, 
             return rc;
         /* Column-major view: W chunk is k x nr (lda k), X is k x n_tok (ldb k), Y is
          * nr x n_tok at y + r0 (ldc y_stride): Y = W^T X. */
-        const cublasStatus_t st = cublasGemmEx(
+        const cublasStatus_t st = cublas.gemm_ex(
             g->handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, mm->n_tok, (int)mm->k, &alpha, g->w16,
             CUDA_R_16F, (int)mm->k, g->x16, CUDA_R_16F, (int)mm->k, &beta, mm->y + r0, CUDA_R_32F,
             (int)mm->y_stride, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);

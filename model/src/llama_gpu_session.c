@@ -130,8 +130,10 @@ int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_b
         rc = nvl__gpu_cuda_err(e, "session stream");
         goto err_destroy;
     }
-    if ((rc = nvl__k_gemm_create(GPU_GEMM_SCRATCH, &gs->gemm)))
+    /* Without cuBLAS, batches go through the matrix-vector kernels. */
+    if ((rc = nvl__k_gemm_create(GPU_GEMM_SCRATCH, &gs->gemm)) && rc != -ENOTSUP)
         goto err_destroy;
+    rc = 0;
     *out = gs;
     return 0;
 
@@ -183,7 +185,7 @@ static int gs_matmul(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *
         .n_tok = n_tok,
         .accumulate = accumulate,
     };
-    if (n_tok >= GPU_GEMM_MIN_TOK)
+    if (n_tok >= GPU_GEMM_MIN_TOK && gs->gemm)
         return nvl__k_gemm(gs->gemm, &mm, gs->stream);
     const enum nvl_k_act act = nvl__k_act_for(w->type);
     if (act != NVL_K_ACT_F32) {

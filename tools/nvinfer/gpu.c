@@ -27,6 +27,7 @@ struct nvinfer_gpu_io {
     bool verbose;
     bool progress_open; /* a progress line without its newline is on the terminal */
     char source[4200];  /* where the loader reads */
+    char *path;         /* the file behind the drive, when it is a plain GGUF */
 };
 
 bool nvinfer_gpu_wanted(const struct nvinfer_opts *o, char *why, size_t why_len)
@@ -147,8 +148,10 @@ static int open_drive(const struct nvinfer_opts *o, struct nvinfer_gpu_io *io,
     lo->ctrl = io->ctrl;
     lo->n_queues = nvl_ctrl_qpair_count(io->ctrl) < GPU_IO_QUEUES ? nvl_ctrl_qpair_count(io->ctrl)
                                                                   : GPU_IO_QUEUES;
-    if (path[0] && is_gguf_file(path))
-        lo->path = strdup(path); /* file and gds can read the same bytes */
+    if (path[0] && is_gguf_file(path)) {
+        io->path = strdup(path); /* file and gds can read the same bytes */
+        lo->path = io->path;
+    }
     return 0;
 }
 
@@ -182,18 +185,15 @@ int nvinfer_gpu_open(const struct nvinfer_opts *o, struct nvinfer_model *m)
         nvl_loader_backend_parse(o->backend, &lo.backend);
     lo.n_slots = (uint32_t)o->prefetch;
     lo.slot_bytes = nvl_gpu_slot_bytes(m->model, 4096);
-    char *path_copy = NULL;
     int rc = 0;
     if (o->nvme || o->sim) {
         rc = open_drive(o, io, &lo);
-        path_copy = (char *)lo.path;
     } else {
         lo.path = o->model;
         snprintf(io->source, sizeof(io->source), "%s", o->model);
     }
     if (rc == 0)
         rc = nvl_loader_create(&lo, &io->loader);
-    free(path_copy);
     if (rc) {
         if (o->nvme || o->sim || o->backend) {
             fprintf(stderr, "nvinfer: cannot start the %s loader on %s: %s\n",
@@ -265,8 +265,10 @@ void nvinfer_gpu_close(struct nvinfer_model *m)
     }
     nvl_gpu_model_destroy(m->gpu);
     m->gpu = NULL;
-    if (io)
+    if (io) {
         io_close(io);
+        free(io->path);
+    }
     free(io);
     m->gpu_io = NULL;
 }

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# GPU inference tests and benchmarks (issue 7), for a machine with a CUDA GPU. Runs the kernel and
+# forward-pass tests, then the benchmarks on synthetic models of real shapes (nvgguf synth), and
+# prints one table last (also written to OUT/table.md for docs/benchmarks.md).
+#
+#   scripts/gpu-model-bench.sh [--prebuilt DIR] [--models DIR] [--out DIR] [--steps LIST]
+#                              [--disk DIR] [--quick]
+#   scripts/gpu-model-bench.sh --make-prebuilt DIR
+#
+#   --prebuilt DIR       DIR/bin/* and DIR/lib instead of building (see --make-prebuilt)
+#   --make-prebuilt DIR  build here, collect the programs (debug info stripped) and the shared
+#                        libraries a bare CUDA machine lacks into DIR, then exit
+#   --models DIR         stories260K.gguf and a SmolLM2 GGUF (SmolLM2*.gguf) for the
+#                        correctness tests (default: ../shared/models and .cache/models)
+#   --disk DIR           where synthetic models are written (default /var/tmp/nvl-models)
+#   --steps LIST         only these steps (comma-separated: tests,resident,offload,stream,files,70b)
+#   --quick              fewer tokens
+#
+# Steps (each under a time limit, so a hang is reported and the rest still runs):
+#   tests     test_kernels (every kernel vs its reference), test_gpu_forward (GPU vs CPU greedy on
+#             stories260K and SmolLM2; streamed/RAM-tier placements bit-identical to resident)
+#   resident  llama3-8b shape in Q4_0, Q8_0, Q4_K: pp512 and tg128 tok/s, HBM roofline ratio
+#   offload   Q4_K with 0, 8, 16 and 24 of 32 layers in VRAM, the rest from the pinned-RAM tier:
+#             tok/s against the PCIe bound (host-to-device bandwidth / streamed bytes)
+#   stream    Q4_K with 4 layers in VRAM, the rest streamed by the gpu-nvme engine from the
+#             software controller throttled to 7 GB/s: tok/s against min(resident, 7 GB/s / bytes)
+#   files     the same streaming through the file and gds backends on the machine's disk
+#   70b       llama2-70b shape in Q4_K streamed from the throttled sim, a few tokens
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+PREBUILT="" MAKE_PREBUILT="" MODELS="" OUT="" STEPS="" QUICK=0 DISK=/var/tmp/nvl-models
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --prebuilt) PREBUILT=$(cd "$2" && pwd); shift 2 ;;
+    --make-prebuilt) MAKE_PREBUILT=$2; shift 2 ;;
+    --models) MODELS=$(cd "$2" && pwd); shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --steps) STEPS=",$2,"; shift 2 ;;
+    --disk) DISK=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "gpu-model-bench: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+PROGRAMS=(tools/nvinfer/nvinfer tools/nvgguf/nvgguf tests/kernels/test_kernels
+    tests/kernels/test_gpu_forward tests/kernels/test_kernels_host)
+
+build() { # build BUILD_DIR LOG
+    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+        export PATH=/usr/local/cuda/bin:$PATH
+    fi
+    cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNVL_WITH_CUDA=ON >>"$2" 2>&1 ||
+        { echo "gpu-model-bench: configure failed (see $2)"; exit 1; }
+    cmake --build "$1" -j"$(nproc)" --target "${PROGRAMS[@]##*/}" >>"$2" 2>&1 ||
+        { echo "gpu-model-bench: build failed (see $2)"; exit 1; }
+}
+
+if [ -n "$MAKE_PREBUILT" ]; then
+    BUILD=${BUILD_DIR:-build-gpu}
+    mkdir -p "$MAKE_PREBUILT/bin" "$MAKE_PREBUILT/lib"
+    build "$BUILD" "$MAKE_PREBUILT/build.log"
+    for t in "${PROGRAMS[@]}"; do
+        cp "$BUILD/$t" "$MAKE_PREBUILT/bin/"
+        strip --strip-debug "$MAKE_PREBUILT/bin/${t##*/}"
+    done
+    # Every shared library outside the C runtime, with the versions the programs were built
+    # against (the CUDA image is another distribution). cuBLAS is not carried: it is loaded at
+    # run time from the machine (NVL_CUBLAS_LIB).
+    ldd "$MAKE_PREBUILT"/bin/* | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' | sort -u |
+        while read -r name path; do
+            case $name in
+            libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | libgcc_s.so* | \
+                libstdc++.so* | ld-linux* | libcublas*) ;;
+            *) cp -L "$path" "$MAKE_PREBUILT/lib/$name" ;;
+            esac
+        done
+    echo "gpu-model-bench: programs and libraries in $MAKE_PREBUILT"
+    exit 0
+fi
+
+OUT=${OUT:-$(mktemp -d /tmp/nvl-gpu-model.XXXXXX)}
+mkdir -p "$OUT" "$DISK"
+LOG=$OUT/gpu-model-bench.log
+: >"$LOG"
+if [ -n "$PREBUILT" ]; then
+    BIN=$PREBUILT/bin
+    export LD_LIBRARY_PATH=$PREBUILT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+    BUILD=${BUILD_DIR:-build-gpu}
+    build "$BUILD" "$LOG"
+    BIN=$OUT/bin
+    mkdir -p "$BIN"
+    for t in "${PROGRAMS[@]}"; do cp "$BUILD/$t" "$BIN/"; done
+fi
+
+# cuBLAS for the prompt GEMMs: the toolkit's, or the one pip installed with PyTorch.
+if [ -z "${NVL_CUBLAS_LIB:-}" ]; then
+    for c in /usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/targets/x86_64-linux/lib/libcublas.so.13 \
+        $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null | xargs -n1 -I{} \
+            sh -c 'ls {}/nvidia/*/lib/libcublas.so.13 {}/nvidia/cu13/lib/libcublas.so.13 2>/dev/null'); do
+        if [ -e "$c" ]; then
+            export NVL_CUBLAS_LIB=$c
+            break
+        fi
+    done
+fi
+GPU=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+echo "gpu-model-bench: $GPU, $(date -u +%Y-%m-%d), $(nproc) CPUs, cuBLAS ${NVL_CUBLAS_LIB:-none}, logs in $OUT" |
+    tee -a "$LOG"
+
+# Models for the correctness tests.
+STORIES="" SMOL=""
+for d in "$MODELS" "$ROOT/../shared/models" "$ROOT/.cache/models"; do
+    [ -n "$d" ] || continue
+    [ -z "$STORIES" ] && [ -e "$d/stories260K.gguf" ] && STORIES=$d/stories260K.gguf
+    [ -z "$SMOL" ] && SMOL=$(ls "$d"/SmolLM2*.gguf 2>/dev/null | head -1)
+done
+
+want() { [ -z "$STEPS" ] || [[ $STEPS == *",$1,"* ]]; }
+declare -a ROWS
+row() { ROWS+=("$1"); echo "ROW $1" >>"$LOG"; }
+run() { # run NAME LIMIT CMD...: output to OUT/NAME.out, tail shown; returns the exit status
+    local name=$1 limit=$2 rc
+    shift 2
+    echo "== $name: $*" | tee -a "$LOG"
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.out" 2>&1
+    rc=$?
+    cat "$OUT/$name.out" >>"$LOG"
+    tail -n 3 "$OUT/$name.out"
+    [ $rc = 124 ] || [ $rc = 137 ] && echo "gpu-model-bench: $name timed out after $limit s" | tee -a "$LOG"
+    return $rc
+}
+field() { # field FILE KEY: value of KEY= in the gpu-bench line
+    sed -n 's/.*gpu-bench: //p' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1
+}
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "-" }'; }
+synth() { # synth SHAPE TYPE FILE
+    [ -s "$3" ] && return 0
+    run "synth_$(basename "$3" .gguf)" 300 "$BIN/nvgguf" synth --shape "$1" --type "$2" -o "$3"
+}
+
+NTG=128 NOFF=16 NSTR=6 N70=3
+[ $QUICK = 1 ] && NTG=32 NOFF=6 NSTR=3 N70=2
+
+if want tests; then
+    run test_kernels_host 120 "$BIN/test_kernels_host"
+    r=$?; row "| test_kernels_host (block math on the CPU) | $([ $r = 0 ] && echo pass || echo "FAIL ($r)") |"
+    run test_kernels 300 "$BIN/test_kernels"
+    r=$?; row "| test_kernels (every kernel vs its reference) | $([ $r = 0 ] && echo pass || echo "FAIL ($r)") |"
+    run test_gpu_forward 400 "$BIN/test_gpu_forward" "${STORIES:-none}" "${SMOL:-none}"
+    r=$?; row "| test_gpu_forward (GPU == CPU greedy; streaming bit-identical) | $([ $r = 0 ] && echo pass || echo "FAIL ($r)") |"
+    grep -E "greedy|divergence|bit-identical|DIFFERENT|logits max" "$OUT/test_gpu_forward.out" |
+        sed 's/^/    /' | tee -a "$LOG"
+    if [ -n "$STORIES" ]; then
+        run nvinfer_stories_gpu 60 "$BIN/nvinfer" -m "$STORIES" -p "Once upon a time" -n 32 --temp 0 -v
+        run nvinfer_stories_cpu 60 "$BIN/nvinfer" -m "$STORIES" -p "Once upon a time" -n 32 --temp 0 --device cpu
+        if [ "$(grep -v '^nvinfer:' "$OUT/nvinfer_stories_gpu.out")" = "$(grep -v '^nvinfer:' "$OUT/nvinfer_stories_cpu.out")" ]; then
+            row "| nvinfer stories260K greedy text, GPU vs CPU | identical |"
+        else
+            row "| nvinfer stories260K greedy text, GPU vs CPU | DIFFERENT |"
+        fi
+    fi
+fi
+
+Q4K=$DISK/llama3-8b-q4_K.gguf
+if want resident; then
+    for t in q4_0 q8_0 q4_K; do
+        f=$DISK/llama3-8b-$t.gguf
+        synth llama3-8b $t "$f" || continue
+        run "resident_$t" 300 "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048 -v
+        o=$OUT/resident_$t.out
+        tg=$(field "$o" tg) roof=$(field "$o" roof) pp=$(field "$o" pp)
+        row "| 8B $t resident | pp512 ${pp:-?} tok/s | tg$NTG ${tg:-?} tok/s | roofline ${roof:-?} tok/s ($(field "$o" d2d_gbs) GB/s d2d) | $(pct "${tg:-0}" "${roof:-0}") |"
+        [ "$t" != q4_K ] && rm -f "$f"
+    done
+fi
+RES_TG=$(field "$OUT/resident_q4_K.out" tg 2>/dev/null)
+
+if want offload; then
+    synth llama3-8b q4_K "$Q4K"
+    for n in 0 8 16 24; do
+        run "offload_${n}" 300 "$BIN/nvinfer" -m "$Q4K" --benchmark -n "$NOFF" -c 2048 -v \
+            --vram-budget "${n}L" --ram-budget 64G
+        o=$OUT/offload_${n}.out
+        tg=$(field "$o" tg) bound=$(field "$o" bound)
+        row "| 8B q4_K, $n/32 layers in VRAM, rest pinned RAM | tg ${tg:-?} tok/s | PCIe bound ${bound:-?} tok/s ($(field "$o" h2d_gbs) GB/s H2D) | $(pct "${tg:-0}" "${bound:-0}") |"
+    done
+fi
+
+if want stream; then
+    synth llama3-8b q4_K "$Q4K"
+    run stream_sim7 400 "$BIN/nvinfer" --sim "$Q4K" --sim-bw 7GB/s --backend gpu-nvme --benchmark \
+        -n "$NSTR" -c 2048 -v --vram-budget 4L --prefetch 4
+    o=$OUT/stream_sim7.out
+    tg=$(field "$o" tg) drive=$(field "$o" bound)
+    b=$(awk -v d="${drive:-0}" -v r="${RES_TG:-0}" 'BEGIN { x = d; if (r > 0 && r < d) x = r; printf "%.3f", x }')
+    row "| 8B q4_K, 28/32 layers streamed, gpu-nvme on sim at 7 GB/s | tg ${tg:-?} tok/s | bound ${b} tok/s | $(pct "${tg:-0}" "$b") | CPU $(field "$o" cpu_ms) ms/token |"
+fi
+
+if want files; then
+    synth llama3-8b q4_K "$Q4K"
+    for be in file gds; do
+        run "stream_$be" 400 "$BIN/nvinfer" -m "$Q4K" --backend $be --benchmark -n "$NSTR" -c 2048 -v \
+            --vram-budget 4L --prefetch 4
+        o=$OUT/stream_$be.out
+        row "| 8B q4_K, 28/32 layers streamed through $be (disk) | tg $(field "$o" tg) tok/s | $(field "$o" stream_bytes | awk '{ printf "%.2f GB/token", $1 / 1e9 }') | CPU $(field "$o" cpu_ms) ms/token | $(grep -o 'loader: [^(]*' "$o" | head -1) |"
+    done
+fi
+
+if want 70b; then
+    rm -f "$DISK"/llama3-8b-*.gguf
+    F70=$DISK/llama2-70b-q4_K.gguf
+    synth llama2-70b q4_K "$F70"
+    run stream_70b 560 "$BIN/nvinfer" --sim "$F70" --sim-bw 7GB/s --backend gpu-nvme --benchmark \
+        -n "$N70" -c 512 -v --prefetch 4 --vram-budget 10L
+    o=$OUT/stream_70b.out
+    tg=$(field "$o" tg) drive=$(field "$o" bound)
+    row "| 70B q4_K, $(field "$o" vram_layers)/80 layers in VRAM, rest gpu-nvme on sim at 7 GB/s | tg ${tg:-?} tok/s | bound ${drive:-?} tok/s | $(pct "${tg:-0}" "${drive:-0}") | CPU $(field "$o" cpu_ms) ms/token |"
+fi
+
+{
+    echo
+    echo "GPU inference on $GPU ($(date -u +%Y-%m-%d)):"
+    echo
+    for r in "${ROWS[@]}"; do echo "$r"; done
+} | tee "$OUT/table.md" | tee -a "$LOG"
