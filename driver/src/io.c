@@ -31,6 +31,21 @@ static void io_fill_rw(struct nvme_sqe *sqe, uint8_t opc, uint32_t nsid, uint64_
     sqe->cdw12 = nlb - 1; /* 0's based */
 }
 
+/* Queues sqe on qp (and its data buffer, for PRPs) under the pair's lock, when the pair is not
+ * claimed by an engine and the controller is ready. */
+static int io_submit(struct nvl_qpair *qp, struct nvme_sqe *sqe, const struct nvl_dma *buf,
+                     size_t off, size_t len, nvl_io_cb cb, void *arg)
+{
+    int rc;
+
+    pthread_mutex_lock(&qp->lock);
+    rc = io_qpair_usable(qp);
+    if (rc == 0)
+        rc = nvl__qpair_submit(qp, sqe, buf, off, len, cb, arg, NULL);
+    pthread_mutex_unlock(&qp->lock);
+    return rc;
+}
+
 /* Checks a command's range against the namespace and the transfer limit; locked or not. */
 static int io_check_rw(const struct nvl_ctrl_info *in, uint64_t slba, uint64_t nlb,
                        const struct nvl_dma *buf, size_t off, uint64_t max_bytes)
@@ -58,12 +73,7 @@ static int io_submit_rw(struct nvl_qpair *qp, uint8_t opc, uint64_t slba, uint32
     if (rc)
         return rc;
     io_fill_rw(&sqe, opc, in->nsid, slba, nlb);
-    pthread_mutex_lock(&qp->lock);
-    rc = io_qpair_usable(qp);
-    if (rc == 0)
-        rc = nvl__qpair_submit(qp, &sqe, buf, off, (size_t)nlb * in->lba_size, cb, arg, NULL);
-    pthread_mutex_unlock(&qp->lock);
-    return rc;
+    return io_submit(qp, &sqe, buf, off, (size_t)nlb * in->lba_size, cb, arg);
 }
 
 int nvl_qpair_submit_read(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
@@ -77,7 +87,6 @@ int nvl_qpair_submit_read_prp(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
 {
     const struct nvl_ctrl_info *in;
     struct nvme_sqe sqe;
-    int rc;
 
     if (!qp)
         return -EINVAL;
@@ -88,12 +97,7 @@ int nvl_qpair_submit_read_prp(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
     io_fill_rw(&sqe, NVME_NVM_READ, in->nsid, slba, nlb);
     sqe.prp1 = prp1;
     sqe.prp2 = prp2;
-    pthread_mutex_lock(&qp->lock);
-    rc = io_qpair_usable(qp);
-    if (rc == 0)
-        rc = nvl__qpair_submit(qp, &sqe, NULL, 0, 0, cb, arg, NULL);
-    pthread_mutex_unlock(&qp->lock);
-    return rc;
+    return io_submit(qp, &sqe, NULL, 0, 0, cb, arg);
 }
 
 int nvl_qpair_submit_write(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
@@ -105,18 +109,12 @@ int nvl_qpair_submit_write(struct nvl_qpair *qp, uint64_t slba, uint32_t nlb,
 int nvl_qpair_submit_flush(struct nvl_qpair *qp, nvl_io_cb cb, void *arg)
 {
     struct nvme_sqe sqe = {0};
-    int rc;
 
     if (!qp)
         return -EINVAL;
     sqe.opc = NVME_NVM_FLUSH;
     sqe.nsid = qp->ctrl->info.nsid;
-    pthread_mutex_lock(&qp->lock);
-    rc = io_qpair_usable(qp);
-    if (rc == 0)
-        rc = nvl__qpair_submit(qp, &sqe, NULL, 0, 0, cb, arg, NULL);
-    pthread_mutex_unlock(&qp->lock);
-    return rc;
+    return io_submit(qp, &sqe, NULL, 0, 0, cb, arg);
 }
 
 void nvl_qpair_flush_sq(struct nvl_qpair *qp)
