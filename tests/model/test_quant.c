@@ -302,6 +302,63 @@ static double check_nearest(const char *what, int dist, int b, int sub, const fl
     return se;
 }
 
+/* The grid of sub-block j of super-block b: points s * l - off for l in [lo, hi]. */
+struct k_grid {
+    double s, off;
+    int lo, hi;
+};
+
+/* Q4_K: sub-blocks of 32 on s*[0, 15] - off, s = d * scale and off = dmin * min (6 bits each). */
+static struct k_grid q4_K_grid(const void *blocks, int b, int j)
+{
+    const struct nvl_block_q4_K *q = blocks;
+    int sc, m;
+
+    k4_scale_min(q[b].scales, j, &sc, &m);
+    return (struct k_grid){nvl_fp16_to_fp32(q[b].d) * (double)sc,
+                           nvl_fp16_to_fp32(q[b].dmin) * (double)m, 0, 15};
+}
+
+/* The plain Q4_K grid: 15 steps from min(0, min x) to max x. */
+static double q4_K_plain_step(const float *xs, int n)
+{
+    float mn = 0, mx = -INFINITY;
+
+    for (int l = 0; l < n; l++) {
+        mn = fminf(mn, xs[l]);
+        mx = fmaxf(mx, xs[l]);
+    }
+    return (mx - mn) / 15.0;
+}
+
+/* Q6_K: sub-blocks of 16 on the symmetric grid s*[-32, 31], s = d * scale (8-bit). */
+static struct k_grid q6_K_grid(const void *blocks, int b, int j)
+{
+    const struct nvl_block_q6_K *q = blocks;
+
+    return (struct k_grid){nvl_fp16_to_fp32(q[b].d) * q[b].scales[j], 0, -32, 31};
+}
+
+/* The plain Q6_K grid: step amax / 31.5. */
+static double q6_K_plain_step(const float *xs, int n)
+{
+    float amax = 0;
+
+    for (int l = 0; l < n; l++)
+        amax = fmaxf(amax, fabsf(xs[l]));
+    return amax / 31.5;
+}
+
+struct k_case {
+    enum nvl_ggml_type type;
+    int sub; /* elements per sub-block */
+    struct k_grid (*grid)(const void *blocks, int b, int j);
+    double (*plain_step)(const float *xs, int n);
+};
+
+static const struct k_case case_q4_K = {NVL_GGML_TYPE_Q4_K, 32, q4_K_grid, q4_K_plain_step};
+static const struct k_case case_q6_K = {NVL_GGML_TYPE_Q6_K, 16, q6_K_grid, q6_K_plain_step};
+
 /* K-quant scales come from a weighted least-squares search and are then rounded to 6 (Q4_K) or
  * 8 (Q6_K) bits against one fp16 super-block scale, so no fixed per-element bound holds for an
  * outlier (the fit may trade it for the rest of the sub-block). What the format does guarantee,
@@ -311,75 +368,31 @@ static double check_nearest(const char *what, int dist, int b, int sub, const fl
  * DIST_TINY is left out: the fp16 super-block scale (the largest sub-block scale / 63, or / 128
  * for Q6_K) underflows below 2^-24 there, so such blocks are flushed to zero; ggml has the same
  * limit. */
-static void q4_K_error_bound(void **state)
+static void k_error_bound(void **state)
 {
+    const struct k_case *c = *state;
+    const char *name = nvl_ggml_type_name(c->type);
     float *x = malloc(N_VALUES * 4), *y = malloc(N_VALUES * 4);
-    struct nvl_block_q4_K *q = malloc(N_VALUES / 256 * sizeof(*q));
+    void *q = malloc(N_VALUES * 2);
 
-    (void)state;
     for (int d = 0; d < N_DIST; d++) {
         double se = 0, ideal = 0;
 
         if (d == DIST_TINY)
             continue;
         fill(x, N_VALUES, (enum dist)d);
-        round_trip(NVL_GGML_TYPE_Q4_K, x, q, y);
+        round_trip(c->type, x, q, y);
         for (int b = 0; b < N_VALUES / 256; b++) {
-            const double dd = nvl_fp16_to_fp32(q[b].d), dmin = nvl_fp16_to_fp32(q[b].dmin);
+            for (int j = 0; j < 256 / c->sub; j++) {
+                const float *xs = x + b * 256 + j * c->sub, *ys = y + b * 256 + j * c->sub;
+                const struct k_grid g = c->grid(q, b, j);
 
-            for (int j = 0; j < 8; j++) {
-                const float *xs = x + b * 256 + j * 32, *ys = y + b * 256 + j * 32;
-                float mn = 0, mx = -INFINITY;
-                int sc, m;
-
-                k4_scale_min(q[b].scales, j, &sc, &m);
-                se += check_nearest("q4_K", d, b, j, xs, ys, 32, dd * sc, dmin * m, 0, 15);
-                for (int l = 0; l < 32; l++) {
-                    mn = fminf(mn, xs[l]);
-                    mx = fmaxf(mx, xs[l]);
-                }
-                ideal += 32 * pow((mx - mn) / 15.0, 2) / 12;
+                se += check_nearest(name, d, b, j, xs, ys, c->sub, g.s, g.off, g.lo, g.hi);
+                ideal += c->sub * pow(c->plain_step(xs, c->sub), 2) / 12;
             }
         }
         if (se > ideal)
-            fail_msg("q4_K dist %d: rms error %g above the min/max grid's %g", d,
-                     sqrt(se / N_VALUES), sqrt(ideal / N_VALUES));
-    }
-    free(x);
-    free(y);
-    free(q);
-}
-
-/* Q6_K: sub-blocks of 16 on the symmetric grid s*[-32, 31], s = d * scale (8-bit); same
- * reasoning as Q4_K, with the plain grid step amax/31.5. */
-static void q6_K_error_bound(void **state)
-{
-    float *x = malloc(N_VALUES * 4), *y = malloc(N_VALUES * 4);
-    struct nvl_block_q6_K *q = malloc(N_VALUES / 256 * sizeof(*q));
-
-    (void)state;
-    for (int d = 0; d < N_DIST; d++) {
-        double se = 0, ideal = 0;
-
-        if (d == DIST_TINY)
-            continue;
-        fill(x, N_VALUES, (enum dist)d);
-        round_trip(NVL_GGML_TYPE_Q6_K, x, q, y);
-        for (int b = 0; b < N_VALUES / 256; b++) {
-            const double dd = nvl_fp16_to_fp32(q[b].d);
-
-            for (int j = 0; j < 16; j++) {
-                const float *xs = x + b * 256 + j * 16, *ys = y + b * 256 + j * 16;
-                float amax = 0;
-
-                se += check_nearest("q6_K", d, b, j, xs, ys, 16, dd * q[b].scales[j], 0, -32, 31);
-                for (int l = 0; l < 16; l++)
-                    amax = fmaxf(amax, fabsf(xs[l]));
-                ideal += 16 * pow(amax / 31.5, 2) / 12;
-            }
-        }
-        if (se > ideal)
-            fail_msg("q6_K dist %d: rms error %g above the min/max grid's %g", d,
+            fail_msg("%s dist %d: rms error %g above the min/max grid's %g", name, d,
                      sqrt(se / N_VALUES), sqrt(ideal / N_VALUES));
     }
     free(x);
@@ -486,11 +499,11 @@ static void type_table(void **state)
     }
 }
 
-/* A legacy_error_bound test named after its format. */
-#define LEGACY_TEST(t)                                                                             \
-    {                                                                                              \
-#t "_error_bound", legacy_error_bound, NULL, NULL, (void *)&case_##t                       \
-    }
+/* A test that runs fn on case c, under its own name. */
+static struct CMUnitTest case_test(const char *name, CMUnitTestFunction fn, const void *c)
+{
+    return (struct CMUnitTest){name, fn, NULL, NULL, (void *)c};
+}
 
 int main(void)
 {
@@ -498,13 +511,13 @@ int main(void)
         cmocka_unit_test(fp16_exhaustive),
         cmocka_unit_test(fp16_rounding),
         cmocka_unit_test(bf16_exhaustive),
-        LEGACY_TEST(q8_0),
-        LEGACY_TEST(q4_0),
-        LEGACY_TEST(q5_0),
-        LEGACY_TEST(q4_1),
-        LEGACY_TEST(q5_1),
-        cmocka_unit_test(q4_K_error_bound),
-        cmocka_unit_test(q6_K_error_bound),
+        case_test("q8_0_error_bound", legacy_error_bound, &case_q8_0),
+        case_test("q4_0_error_bound", legacy_error_bound, &case_q4_0),
+        case_test("q5_0_error_bound", legacy_error_bound, &case_q5_0),
+        case_test("q4_1_error_bound", legacy_error_bound, &case_q4_1),
+        case_test("q5_1_error_bound", legacy_error_bound, &case_q5_1),
+        case_test("q4_K_error_bound", k_error_bound, &case_q4_K),
+        case_test("q6_K_error_bound", k_error_bound, &case_q6_K),
         cmocka_unit_test(q8_K_round_trip),
         cmocka_unit_test(half_round_trip),
         cmocka_unit_test(type_table),

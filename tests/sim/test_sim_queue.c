@@ -466,19 +466,19 @@ static void concurrent_hosts_random_io(void **state)
 }
 
 /* A bad_doorbell test named after its case. */
-#define BAD_DOORBELL_TEST(c)                                                                       \
-    {                                                                                              \
-#c, bad_doorbell, NULL, NULL, (void *)&c                                                   \
-    }
+static struct CMUnitTest bad_doorbell_test(const char *name, const struct bad_doorbell *c)
+{
+    return (struct CMUnitTest){name, bad_doorbell, NULL, NULL, (void *)c};
+}
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        BAD_DOORBELL_TEST(sq_tail_out_of_range),
+        bad_doorbell_test("sq_tail_out_of_range", &sq_tail_out_of_range),
         cmocka_unit_test(sq_tail_overrun),
-        BAD_DOORBELL_TEST(cq_head_out_of_range),
+        bad_doorbell_test("cq_head_out_of_range", &cq_head_out_of_range),
         cmocka_unit_test(cq_head_past_posted),
-        BAD_DOORBELL_TEST(doorbell_of_absent_queue),
+        bad_doorbell_test("doorbell_of_absent_queue", &doorbell_of_absent_queue),
         cmocka_unit_test(cq_full_back_pressure),
         cmocka_unit_test(phase_tags_over_wraps),
         cmocka_unit_test(several_threads),
