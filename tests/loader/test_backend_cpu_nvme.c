@@ -176,13 +176,14 @@ static void test_fault_fatal(void **state)
 
     (void)state;
     tu_sim_up(&t, false, BYTES, 3, 32, NULL);
-    l = loader_on(&t, 2000);
+    l = loader_on(&t, 20000);
     arm(&t, NVL_SIM_FAULT_FATAL, 3, 0);
     t0 = now_s();
     assert_int_equal(nvl_loader_read_async(l, &e, 1, nvl_dst_host(buf, e.len), &r), 0);
     assert_int_equal(nvl_loader_wait(r, NULL), -ENXIO);
-    /* Detected from CSTS, well before the command timeout. */
-    assert_true(now_s() - t0 < 1.5);
+    /* Detected from CSTS (polled every 50 ms while progress stalls), well before the 20 s command
+     * timeout; the margin is for a loaded machine. */
+    assert_true(now_s() - t0 < 5.0);
     assert_true(nvl_loader_needs_reset(l));
     nvl_sim_fault_clear(t.sim);
     assert_int_equal(nvl_loader_reset(l), 0);
