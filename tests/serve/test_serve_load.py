@@ -1,8 +1,8 @@
 """Load on `nvinfer serve`: a full queue answers 503 (never crashes), a client that disconnects
 frees its slot at once (queued or streaming), and a bounded load test - 200 requests from 8
-concurrent clients over the four generation endpoints - ends with every request either answered
-correctly (the same greedy text as when the request ran alone) or refused with 503, and the
-server healthy and idle."""
+concurrent clients over the four generation endpoints, on two workers - ends with every request
+either answered correctly (the same greedy text as when the request ran alone) or refused with
+503, and the server healthy and idle."""
 import json
 import socket
 import sys
@@ -137,8 +137,9 @@ def disconnects(nvinfer, model):
 
 def load(nvinfer, model):
     kinds = ["chat", "chat-stream", "completion", "generate"]
-    # 8 clients, 1 running + 6 waiting: mostly served, some refused.
-    with Server(nvinfer, model, "--queue", "6") as s:
+    # Two workers (two KV caches) and 8 clients: 2 running + 5 waiting, so mostly served and
+    # some refused.
+    with Server(nvinfer, model, "--parallel", "2", "--queue", "5") as s:
         # References: each request alone.
         ref = {}
         for kind in kinds:

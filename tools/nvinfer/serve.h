@@ -124,6 +124,7 @@ struct serve_job {
     /* Results, written by the worker before done. */
     int32_t n_generated; /* tokens sampled, the end-of-generation token excluded */
     int32_t n_cached;    /* prompt tokens reused from the KV cache */
+    int32_t n_evaluated; /* prompt tokens evaluated (fewer than the rest when cancelled) */
     enum serve_finish finish;
     uint64_t prompt_ns;   /* prompt evaluation */
     uint64_t generate_ns; /* first sample to the end */

@@ -284,6 +284,7 @@ static int gen_prompt(struct serve_worker *w, struct serve_job *job, struct nvl_
             nvl_session_truncate(ses, prefix);
             return rc;
         }
+        job->n_evaluated += n;
     }
     return 0;
 }
@@ -374,7 +375,7 @@ out_error:
 out : {
     struct serve_metrics *mt = s->metrics;
     atomic_fetch_add(&mt->tokens_generated, (uint64_t)job->n_generated);
-    atomic_fetch_add(&mt->prompt_tokens, (uint64_t)(job->n_prompt - job->n_cached));
+    atomic_fetch_add(&mt->prompt_tokens, (uint64_t)job->n_evaluated);
     atomic_fetch_add(&mt->prompt_tokens_cached, (uint64_t)job->n_cached);
     atomic_fetch_add(&mt->generate_ns, job->generate_ns);
     atomic_fetch_add(&mt->prompt_ns, job->prompt_ns);
@@ -417,6 +418,7 @@ static void *worker_main(void *arg)
             /* The client left while the job was queued. */
             job->finish = SERVE_FINISH_CANCELLED;
             atomic_fetch_add(&s->metrics->disconnects, 1);
+            atomic_fetch_add(&s->metrics->jobs_completed, 1);
             serve_job_finish(job);
         } else {
             worker_run_job(w, job);
