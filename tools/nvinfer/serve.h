@@ -205,8 +205,8 @@ int serve_sched_create(struct nvinfer_model *m, const struct nvl_session_params 
                        struct serve_sched **out);
 /* Stops the workers (after the queue is empty) and frees their sessions but not m->session. */
 void serve_sched_destroy(struct serve_sched *s);
-/* Queues a job (taking a reference). Returns 0, -EAGAIN when the queue is full or -ESHUTDOWN
- * while draining. */
+/* Queues a job (taking a reference). Returns 0, -EAGAIN when queue_len jobs already wait for a
+ * busy worker, or -ESHUTDOWN while draining. */
 int serve_sched_submit(struct serve_sched *s, struct serve_job *job);
 /* Refuse new jobs from now on. */
 void serve_sched_drain(struct serve_sched *s);

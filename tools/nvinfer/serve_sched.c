@@ -142,8 +142,8 @@ int serve_sched_submit(struct serve_sched *s, struct serve_job *job)
     int rc = 0;
     if (s->draining || s->stopping)
         rc = -ESHUTDOWN;
-    else if (s->queued >= s->capacity)
-        rc = -EAGAIN;
+    else if (s->queued >= s->capacity + (s->n_workers - s->active))
+        rc = -EAGAIN; /* an idle worker takes a job at once: it does not count as waiting */
     if (rc) {
         pthread_mutex_unlock(&s->mu);
         return rc;
