@@ -5,6 +5,7 @@ Independent references: greedy replies must equal what the `nvinfer` CLI prints 
 prompt (C's generation path, tested against llama.cpp elsewhere); streamed deltas must join to
 the non-streaming text; a stop string taken from a reply must cut that reply where the string
 first occurs."""
+import re
 import subprocess
 import sys
 
@@ -129,6 +130,29 @@ def main():
             fail("empty messages accepted")
         except openai.BadRequestError as e:
             check(e.status_code == 400 and "messages" in str(e), "error %r" % e)
+
+        # /metrics: Prometheus text with HELP and TYPE for every metric, the backend gauge, and
+        # counters that saw the work above.
+        status, hdrs, data = s.request("GET", "/metrics")
+        check(status == 200 and hdrs["content-type"].startswith("text/plain"), "metrics")
+        typed = set()
+        for line in data.decode().splitlines():
+            if line.startswith("# TYPE "):
+                typed.add(line.split()[2])
+            elif not line.startswith("# HELP "):
+                check(re.fullmatch(r'[a-z_]+(\{([a-z_]+="[^"]*",?)+\})? [0-9.]+', line),
+                      "metrics line %r" % line)
+                check(line.split("{")[0].split(" ")[0] in typed, "no TYPE for %r" % line)
+        m = s.metrics()
+        backend = [k for k in m if k.startswith("nvl_serve_backend_info{")]
+        check(len(backend) == 1 and m[backend[0]] == 1, "backend gauge %r" % backend)
+        check('backend="cpu",data_path="mmap"' in backend[0] and 'model="%s"' % mid in backend[0],
+              "backend labels %r" % backend[0])
+        check(m["nvl_serve_tokens_generated_total"] >= 5 * MAX_TOKENS, "tokens counter")
+        check(m["nvl_serve_bytes_streamed_total"] > 0, "bytes counter")
+        check(m["nvl_serve_tokens_per_second"] > 0, "tokens/s gauge")
+        check(m['nvl_serve_requests_total{endpoint="/v1/chat/completions"}'] == 5, "chat count")
+        check(m["nvl_serve_queue_depth"] == 0 and m["nvl_serve_workers"] == 1, "queue gauges")
 
         status = s.stop()
         check(status == 0, "exit status %d" % status)
