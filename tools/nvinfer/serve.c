@@ -241,7 +241,35 @@ static int listen_on(const char *host, const char *port, bool *ipv6, bool *loopb
 }
 
 /* What /api/tags, /api/show and /metrics say about the model. */
-static void model_info(struct serve_server *srv, const char *path)
+/* The backend and the data path, as the CLI chose them (nvinfer_model_open), for /metrics. */
+static void backend_info(struct serve_server *srv, const struct nvinfer_opts *o)
+{
+    struct serve_model_info *in = &srv->info;
+    in->source = o->nvme ? "nvme" : o->sim ? "sim" : "file";
+    if (!srv->m->gpu) {
+        in->backend = "cpu";
+        in->kernels = nvl_llama_cpu_kernels();
+        /* drive.c reads a model on a drive into memory once; a file is mapped. */
+        snprintf(in->data_path, sizeof(in->data_path), "%s", o->nvme || o->sim ? "ram" : "mmap");
+        in->loader = "none";
+        return;
+    }
+    struct nvl_gpu_stats st;
+    nvl_gpu_model_stats(srv->m->gpu, &st);
+    in->backend = "gpu";
+    in->kernels = "cuda";
+    static const char *const tier[3] = {"vram", "ram", "stream"};
+    size_t n = 0;
+    for (int t = 0; t < 3; t++) {
+        in->gpu_layers[t] = st.layers[t];
+        if (st.layers[t])
+            n += (size_t)snprintf(in->data_path + n, sizeof(in->data_path) - n, "%s%s",
+                                  n ? "+" : "", tier[t]);
+    }
+    in->loader = st.layers[NVL_GPU_TIER_STREAM] ? (o->backend ? o->backend : "auto") : "none";
+}
+
+static void model_info(struct serve_server *srv, const struct nvinfer_opts *o, const char *path)
 {
     struct serve_model_info *in = &srv->info;
     const struct nvl_gguf *g = nvl_llama_gguf(srv->m->model);
@@ -270,9 +298,7 @@ static void model_info(struct serve_server *srv, const char *path)
             *c = (char)(*c - 'a' + 'A');
     const char *jinja = NULL;
     in->jinja = nvl_gguf_get_str(g, "tokenizer.chat_template", &jinja, NULL) == 0 ? jinja : "";
-    in->backend = "cpu";
-    in->data_path = "mmap";
-    in->kernels = nvl_llama_cpu_kernels();
+    backend_info(srv, o);
     in->n_ctx = nvl_session_n_ctx(srv->m->session);
 }
 
@@ -384,22 +410,24 @@ int nvinfer_serve(int argc, char **argv)
     if (nvinfer_model_open(&o, &m))
         goto err_free;
     srv->m = &m;
-    alias = so.alias ? strdup(so.alias) : default_alias(o.model);
+    alias = so.alias ? strdup(so.alias) : default_alias(o.same_as ? o.same_as : o.model);
     if (!alias)
         goto err_close_model;
     srv->info.id = alias;
-    model_info(srv, o.model);
+    model_info(srv, &o, o.same_as ? o.same_as : o.model);
 
     struct nvl_session_params sp;
     nvl_session_params_default(&sp);
+    sp.gpu = m.gpu; /* as nvinfer_model_open made worker 0's session */
     sp.n_ctx = o.n_ctx;
     sp.n_threads = o.n_threads;
     sp.n_batch = o.n_batch;
     sp.kv_f32 = o.kv_f32;
     rc = serve_sched_create(&m, &sp, so.parallel, so.queue, &srv->metrics, &srv->sched);
     if (rc) {
-        fprintf(stderr, "nvinfer serve: cannot start %d workers: %s\n", so.parallel,
-                nvl_strerror(rc));
+        fprintf(stderr, "nvinfer serve: cannot start %d workers: %s%s\n", so.parallel,
+                nvl_strerror(rc),
+                m.gpu && so.parallel > 1 ? " (each GPU worker needs a KV cache in VRAM)" : "");
         goto err_close_model;
     }
 

@@ -227,9 +227,15 @@ struct serve_model_info {
     uint64_t n_params;     /* parameters (elements of every tensor) */
     char quant[16];        /* "Q4_1", ...: the type that holds most of the bytes */
     const char *jinja;     /* the file's chat template, or "" */
-    const char *backend;   /* "cpu" */
-    const char *data_path; /* where the weights come from, for /metrics and -v */
-    const char *kernels;   /* "avx2", "generic" */
+    const char *backend;   /* "cpu" or "gpu" */
+    char data_path[48];    /* where the weights are read from during inference: "mmap" (the
+                              file's page cache), "ram" (read from a drive at start), or the GPU
+                              tiers in use ("vram", "vram+ram+stream", ...) */
+    const char *source;    /* "file", "nvme" or "sim": where the model comes from */
+    const char *loader;    /* the Layer Loader backend asked for (--backend), "auto", or "none"
+                              when no loader reads during inference */
+    const char *kernels;   /* "avx2", "generic" or "cuda" */
+    int32_t gpu_layers[3]; /* GPU: layers in VRAM, pinned RAM, streamed */
     int32_t n_ctx;         /* context length of each session */
 };
 

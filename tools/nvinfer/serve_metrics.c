@@ -96,11 +96,25 @@ int serve_metrics_render(struct serve_server *srv, struct serve_buf *b)
     rc |= put_label(b, srv->info.backend);
     rc |= serve_buf_puts(b, "\",data_path=\"");
     rc |= put_label(b, srv->info.data_path);
+    rc |= serve_buf_puts(b, "\",source=\"");
+    rc |= put_label(b, srv->info.source);
+    rc |= serve_buf_puts(b, "\",loader=\"");
+    rc |= put_label(b, srv->info.loader);
     rc |= serve_buf_puts(b, "\",kernels=\"");
     rc |= put_label(b, srv->info.kernels);
     rc |= serve_buf_puts(b, "\",model=\"");
     rc |= put_label(b, srv->info.id);
     rc |= serve_buf_puts(b, "\"} 1\n");
+
+    if (strcmp(srv->info.backend, "gpu") == 0) {
+        static const char *const tier[3] = {"vram", "ram", "stream"};
+        rc |= metric_head(b, "nvl_serve_gpu_layers", "gauge",
+                          "Layers by where the GPU reads them: resident in VRAM, in pinned RAM "
+                          "(copied each token), or streamed through the Layer Loader.");
+        for (int t = 0; t < 3; t++)
+            rc |= serve_buf_printf(b, "nvl_serve_gpu_layers{tier=\"%s\"} %d\n", tier[t],
+                                   srv->info.gpu_layers[t]);
+    }
 
     rc |= metric_head(b, "nvl_serve_requests_total", "counter", "HTTP requests by endpoint.");
     for (int i = 0; i < SERVE_ROUTE_COUNT; i++)
