@@ -62,9 +62,10 @@ static void serve_usage(FILE *out)
             "  -v, --verbose           print the model, backend and one line per request\n"
             "  -h, --help              this text\n"
             "\n"
-            "The other model options of `nvinfer --help` (--chat-template, --batch, --kv-f32,\n"
-            "and --temp/--top-k/--top-p/--min-p/--repeat-penalty/--seed as defaults for requests\n"
-            "that do not set them) are accepted too.\n");
+            "The other model options of `nvinfer --help` work as they do there: the backend and\n"
+            "data path (--device, --backend, --nvme, --sim, budgets), --chat-template, --batch,\n"
+            "--kv-f32, and --temp/--top-k/--top-p/--min-p/--repeat-penalty/--seed as defaults\n"
+            "for requests that do not set them.\n");
 }
 
 static int parse_count(const char *name, const char *s, long long min, long long max,
