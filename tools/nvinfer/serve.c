@@ -303,8 +303,15 @@ static void model_info(struct serve_server *srv, const struct nvinfer_opts *o, c
     in->n_ctx = nvl_session_n_ctx(srv->m->session);
 }
 
-static char *default_alias(const char *path)
+/* The model's name for clients: the file name without .gguf, or for a model on a drive (no -m
+ * FILE given) the name the GGUF carries. */
+static char *default_alias(const struct nvinfer_opts *o, const struct nvl_gguf *g)
 {
+    const char *name = NULL;
+    if ((o->nvme || o->sim) && !o->same_as &&
+        nvl_gguf_get_str(g, "general.name", &name, NULL) == 0 && name[0])
+        return strdup(name);
+    const char *path = o->same_as ? o->same_as : o->model;
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     size_t n = strlen(base);
@@ -411,7 +418,7 @@ int nvinfer_serve(int argc, char **argv)
     if (nvinfer_model_open(&o, &m))
         goto err_free;
     srv->m = &m;
-    alias = so.alias ? strdup(so.alias) : default_alias(o.same_as ? o.same_as : o.model);
+    alias = so.alias ? strdup(so.alias) : default_alias(&o, nvl_llama_gguf(m.model));
     if (!alias)
         goto err_close_model;
     srv->info.id = alias;
