@@ -114,10 +114,11 @@ def disconnects(nvinfer, model):
             got += chunk
         path, body = gen_request("chat", "Write a very long essay about the sea.", 900)
         b = raw_post(s.port, path, body)
-        time.sleep(0.5)
-        m = s.metrics()
-        check(m["nvl_serve_queue_depth"] == 1 and m["nvl_serve_requests_active"] == 1,
-              "expected one running, one queued")
+        deadline = time.monotonic() + 30
+        while s.metrics()["nvl_serve_queue_depth"] < 1:
+            check(time.monotonic() < deadline, "the second request never queued")
+            time.sleep(0.02)
+        check(s.metrics()["nvl_serve_requests_active"] == 1, "expected one running")
         b.close()
         a.close()
         t0 = time.monotonic()
