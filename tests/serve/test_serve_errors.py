@@ -5,6 +5,7 @@ the context. After all of it the server still answers."""
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -160,6 +161,26 @@ def run(s, auth):
     status, _, data = s.request("POST", "/v1/completions",
                                 b'{"prompt": "\xff\xfe", "max_tokens": 2}', auth)
     check(status in (200, 400), "invalid UTF-8: %d" % status)
+
+    # Deep nesting is refused by the parser's depth limit, not by the stack.
+    status, _, data = s.request("POST", "/v1/chat/completions", "[" * 3000, auth)
+    check(status == 400, "deeply nested JSON: %d" % status)
+
+    # Broken HTTP is libmicrohttpd's to refuse; the server must not notice.
+    for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+                b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"pro",
+                b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 100000 + b"\r\n\r\n",
+                b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        c = socket.create_connection((HOST, s.port), timeout=30)
+        try:
+            c.sendall(raw)
+            c.shutdown(socket.SHUT_WR)
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass  # a reset is a fine answer to garbage
+        finally:
+            c.close()
 
     status, _, data = s.request("GET", "/v1/nothing", None, auth)
     check(status == 404, "404: %d" % status)
