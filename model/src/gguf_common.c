@@ -1,5 +1,5 @@
-/* GGUF metadata type names and sizes, scalar values as text, and the error helper shared by
- * reader and writer. */
+/* GGUF metadata type names and sizes, scalar values as text, tensor data alignment and the error
+ * helper shared by reader and writer. */
 #include "gguf_internal.h"
 
 #include <errno.h>
@@ -89,6 +89,26 @@ int nvl_gguf_value_format(const struct nvl_gguf_value *v, char *buf, size_t len)
         return -EINVAL;
     }
     return n < 0 ? -EINVAL : n;
+}
+
+uint32_t nvl__gguf_type_alignment(enum nvl_ggml_type t)
+{
+    switch (t) {
+    case NVL_GGML_TYPE_I64:
+    case NVL_GGML_TYPE_F64:
+        return 8;
+    case NVL_GGML_TYPE_F32:
+    case NVL_GGML_TYPE_I32:
+    case NVL_GGML_TYPE_Q8_K:
+        return 4;
+    case NVL_GGML_TYPE_I8:
+    case NVL_GGML_TYPE_MXFP4:
+    case NVL_GGML_TYPE_NVFP4:
+    case NVL_GGML_TYPE_Q1_0:
+        return 1;
+    default:
+        return 2; /* everything else is uint16_t elements or blocks with fp16 scales */
+    }
 }
 
 int nvl__gguf_fail(char *err, size_t err_len, int ret, const char *fmt, ...)

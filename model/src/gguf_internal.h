@@ -1,4 +1,5 @@
-/* Shared by the GGUF reader and writer: error-message helper and the on-disk constants. */
+/* Shared by the GGUF reader and writer: error-message helper, on-disk constants and alignment
+ * rules. */
 #ifndef NVL_MODEL_GGUF_INTERNAL_H
 #define NVL_MODEL_GGUF_INTERNAL_H
 
@@ -17,6 +18,12 @@
 __attribute__((format(printf, 4, 5)))
 #endif
 int nvl__gguf_fail(char *err, size_t err_len, int ret, const char *fmt, ...);
+
+/* Alignment the type's elements or blocks need in memory: consumers cast mapped tensor data to
+ * float, uint16_t or block-struct pointers, so even a file whose general.alignment is smaller
+ * must place the data at file offsets aligned this way (the reader refuses it otherwise, and the
+ * writer pads to it). */
+uint32_t nvl__gguf_type_alignment(enum nvl_ggml_type t);
 
 static inline uint64_t nvl__gguf_align_up(uint64_t x, uint64_t a)
 {

@@ -510,29 +510,6 @@ static int cmp_by_offset(const void *a, const void *b)
     return x->size < y->size ? -1 : x->size > y->size;
 }
 
-/* Alignment the type's elements or blocks need in memory: consumers cast mapped tensor data to
- * float, uint16_t or block-struct pointers, so a file whose general.alignment is smaller than
- * this must still place the data suitably. */
-static uint32_t type_alignment(enum nvl_ggml_type t)
-{
-    switch (t) {
-    case NVL_GGML_TYPE_I64:
-    case NVL_GGML_TYPE_F64:
-        return 8;
-    case NVL_GGML_TYPE_F32:
-    case NVL_GGML_TYPE_I32:
-    case NVL_GGML_TYPE_Q8_K:
-        return 4;
-    case NVL_GGML_TYPE_I8:
-    case NVL_GGML_TYPE_MXFP4:
-    case NVL_GGML_TYPE_NVFP4:
-    case NVL_GGML_TYPE_Q1_0:
-        return 1;
-    default:
-        return 2; /* everything else is uint16_t elements or blocks with fp16 scales */
-    }
-}
-
 /* Tensor extents: aligned, inside the file, not overlapping. */
 static int check_tensor_data(struct nvl_gguf *g, struct parser *ps)
 {
@@ -558,12 +535,12 @@ static int check_tensor_data(struct nvl_gguf *g, struct parser *ps)
                                   " + data section 0x%" PRIx64,
                                   i, t->name, start, end, g->file_size, t->offset, g->data_offset);
         }
-        if ((g->data_offset + t->offset) % type_alignment(t->type))
+        if ((g->data_offset + t->offset) % nvl__gguf_type_alignment(t->type))
             return nvl__gguf_fail(ps->err, ps->err_len, -EINVAL,
                                   "tensor %" PRIu64 " '%s': data at file offset 0x%" PRIx64
                                   " is not %" PRIu32 "-byte aligned as %s data must be",
-                                  i, t->name, g->data_offset + t->offset, type_alignment(t->type),
-                                  nvl_ggml_type_name(t->type));
+                                  i, t->name, g->data_offset + t->offset,
+                                  nvl__gguf_type_alignment(t->type), nvl_ggml_type_name(t->type));
     }
     if (g->n_tensors < 2)
         return 0;

@@ -445,20 +445,37 @@ int nvl_gguf_writer_add_tensor_fn(struct nvl_gguf_writer *w, const char *name,
     return writer_add(w, name, type, n_dims, ne, NULL, fn, ctx);
 }
 
-/* Assigns each tensor the next aligned offset; returns the size of the data section. The
- * pointers inside infos are refreshed here because the array may have moved since. */
+/* The first offset in the data section at or after end where a tensor of the given type may
+ * start: a multiple of general.alignment (the spec's rule) whose file offset is also aligned for
+ * the type's elements, which the reader demands when general.alignment is smaller than that.
+ * The data section starts at a multiple of general.alignment, so padding the file offset to the
+ * larger of the two powers of two keeps the section offset a multiple of both. */
+static uint64_t tensor_start(const struct nvl_gguf_writer *w, uint64_t data_offset, uint64_t end,
+                             enum nvl_ggml_type type)
+{
+    uint64_t a = nvl__gguf_type_alignment(type);
+
+    if (a <= w->alignment)
+        return nvl__gguf_align_up(end, w->alignment);
+    return nvl__gguf_align_up(data_offset + end, a) - data_offset;
+}
+
+/* Assigns each tensor its offset; returns the size of the data section (padded to the
+ * alignment at the end too). The pointers inside infos are refreshed here because the array may
+ * have moved since. */
 static uint64_t layout(struct nvl_gguf_writer *w)
 {
-    uint64_t off = 0;
+    uint64_t data_offset = nvl_gguf_writer_data_offset(w);
+    uint64_t end = 0;
 
     for (uint64_t i = 0; i < w->n_tensors; i++) {
         struct writer_tensor *t = &w->tensors[i];
 
         t->info.name = t->name;
-        t->info.offset = off;
-        off = nvl__gguf_align_up(off + t->info.size, w->alignment);
+        t->info.offset = tensor_start(w, data_offset, end, t->info.type);
+        end = t->info.offset + t->info.size;
     }
-    return off;
+    return nvl__gguf_align_up(end, w->alignment);
 }
 
 static uint64_t header_size(const struct nvl_gguf_writer *w)
@@ -479,11 +496,12 @@ uint64_t nvl_gguf_writer_data_offset(const struct nvl_gguf_writer *w)
 
 uint64_t nvl_gguf_writer_file_size(const struct nvl_gguf_writer *w)
 {
-    uint64_t off = 0;
+    uint64_t data_offset = nvl_gguf_writer_data_offset(w);
+    uint64_t end = 0;
 
     for (uint64_t i = 0; i < w->n_tensors; i++)
-        off = nvl__gguf_align_up(off + w->tensors[i].info.size, w->alignment);
-    return nvl_gguf_writer_data_offset(w) + off;
+        end = tensor_start(w, data_offset, end, w->tensors[i].info.type) + w->tensors[i].info.size;
+    return data_offset + nvl__gguf_align_up(end, w->alignment);
 }
 
 /* ---- output ------------------------------------------------------------------------------- */
@@ -533,10 +551,11 @@ static int out_write(struct out *o, const void *data, size_t len)
     return 0;
 }
 
-static int out_pad(struct out *o, uint64_t alignment)
+/* Writes zeros up to byte offset to (at or past o->written). */
+static int out_pad_to(struct out *o, uint64_t to)
 {
     static const uint8_t zeros[256];
-    uint64_t pad = nvl__gguf_align_up(o->written, alignment) - o->written;
+    uint64_t pad = to - o->written;
 
     while (pad) {
         size_t n = pad > sizeof(zeros) ? sizeof(zeros) : (size_t)pad;
@@ -547,6 +566,11 @@ static int out_pad(struct out *o, uint64_t alignment)
         pad -= n;
     }
     return 0;
+}
+
+static int out_pad(struct out *o, uint64_t alignment)
+{
+    return out_pad_to(o, nvl__gguf_align_up(o->written, alignment));
 }
 
 int nvl_gguf_sink_write(struct nvl_gguf_sink *sink, const void *data, size_t len)
@@ -615,6 +639,9 @@ int nvl_gguf_writer_write_fd(struct nvl_gguf_writer *w, int fd, char *err, size_
     for (uint64_t i = 0; i < w->n_tensors && !ret; i++) {
         struct writer_tensor *t = &w->tensors[i];
 
+        ret = out_pad_to(&o, data_start + t->info.offset);
+        if (ret)
+            break;
         if (t->data) {
             ret = out_write(&o, t->data, (size_t)t->info.size);
         } else {
@@ -633,9 +660,9 @@ int nvl_gguf_writer_write_fd(struct nvl_gguf_writer *w, int fd, char *err, size_
         if (!ret && o.written - data_start != t->info.offset + t->info.size)
             ret = nvl__gguf_fail(err, err_len, -EIO, "tensor '%s': internal layout mismatch",
                                  t->name);
-        if (!ret)
-            ret = out_pad(&o, w->alignment);
     }
+    if (!ret)
+        ret = out_pad(&o, w->alignment);
     if (!ret)
         ret = out_flush(&o);
     free(o.buf);

@@ -950,6 +950,143 @@ static void writer_rejects_short_producer(void **state)
     nvl_gguf_writer_destroy(w);
 }
 
+/* Writes w to a temporary file and opens it with the reader, which must accept it. */
+static struct nvl_gguf *write_and_open(struct nvl_gguf_writer *w, char *path)
+{
+    struct nvl_gguf *g = NULL;
+    char err[512] = "";
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(nvl_gguf_writer_write_file(w, path, err, sizeof(err)), 0);
+    if (nvl_gguf_open(path, &g, err, sizeof(err)))
+        fail_msg("the reader refuses what the writer wrote: %s", err);
+    assert_int_equal(nvl_gguf_file_size(g), nvl_gguf_writer_file_size(w));
+    return g;
+}
+
+/* The fuzzer's find (corpus/gguf/crash-rewrite-align-1-f32.gguf): a file with general.alignment 1
+ * whose F32 tensor sits 4-byte aligned after a 6-byte F16 tensor. Rewriting it used to pack the
+ * F32 data right after the F16 data, at a file offset the reader refuses. */
+static void writer_rewrites_alignment_1_file(void **state)
+{
+    const uint64_t ne_a[1] = {3}, ne_b[2] = {5, 2};
+    const uint16_t a[3] = {0x3c00, 0xc000, 0x4200}; /* 1, -2, 3 in fp16 */
+    char path[] = "/tmp/nvl_test_gguf_XXXXXX";
+    struct nvl_gguf_writer *w;
+    struct nvl_gguf *g, *g2;
+    const struct nvl_gguf_tensor *t;
+    struct tb b = {0};
+    float f[10];
+
+    (void)state;
+    for (int i = 0; i < 10; i++)
+        f[i] = (float)i - 4.5f;
+    tb_header(&b, 3, 2, 2);
+    tb_str(&b, "general.architecture");
+    tb_u32(&b, NVL_GGUF_TYPE_STRING);
+    tb_str(&b, "llama");
+    tb_kv_u32(&b, "general.alignment", 1);
+    tb_tensor(&b, "a", 1, ne_a, NVL_GGML_TYPE_F16, 0);
+    tb_tensor(&b, "b", 2, ne_b, NVL_GGML_TYPE_F32, 12);
+    assert_int_equal(b.len % 4, 0); /* so that b's data at 12 is 4-byte aligned in the file */
+    tb_put(&b, a, sizeof(a));
+    tb_zeros(&b, 6);
+    tb_put(&b, f, sizeof(f));
+    g = expect_ok(&b);
+
+    assert_int_equal(nvl_gguf_writer_create(&w), 0);
+    for (uint64_t i = 0; i < nvl_gguf_kv_count(g); i++)
+        assert_int_equal(nvl_gguf_writer_set_kv_from(w, g, (int64_t)i), 0);
+    for (uint64_t i = 0; i < nvl_gguf_tensor_count(g); i++) {
+        t = nvl_gguf_tensor(g, i);
+        assert_int_equal(nvl_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne,
+                                                    nvl_gguf_tensor_data(g, t)),
+                         0);
+    }
+    g2 = write_and_open(w, path);
+    assert_int_equal(nvl_gguf_alignment(g2), 1);
+    t = nvl_gguf_get_tensor(g2, "a");
+    assert_non_null(t);
+    assert_int_equal(nvl_gguf_tensor_file_offset(g2, t) % 2, 0);
+    assert_memory_equal(nvl_gguf_tensor_data(g2, t), a, sizeof(a));
+    t = nvl_gguf_get_tensor(g2, "b");
+    assert_non_null(t);
+    assert_int_equal(nvl_gguf_tensor_file_offset(g2, t) % 4, 0);
+    assert_memory_equal(nvl_gguf_tensor_data(g2, t), f, sizeof(f));
+    nvl_gguf_close(g2);
+    nvl_gguf_close(g);
+    nvl_gguf_writer_destroy(w);
+    free(b.p);
+    unlink(path);
+}
+
+/* For every general.alignment, each tensor's offset is a multiple of it and its data lies in the
+ * file aligned for its element type (sizeof the C type it is read as), with no more padding than
+ * that takes. Odd-sized I8 tensors in between knock every following tensor off alignment. */
+static void writer_aligns_tensors_for_their_type(void **state)
+{
+    static const struct {
+        const char *name;
+        enum nvl_ggml_type type;
+        uint64_t n;
+        size_t elem; /* bytes per element = the alignment its data needs */
+    } tensors[] = {
+        {"i8.0", NVL_GGML_TYPE_I8, 3, 1},
+        {"f64", NVL_GGML_TYPE_F64, 2, sizeof(double)},
+        {"i8.1", NVL_GGML_TYPE_I8, 1, 1},
+        {"f32", NVL_GGML_TYPE_F32, 3, sizeof(float)},
+        {"i8.2", NVL_GGML_TYPE_I8, 5, 1},
+        {"f16", NVL_GGML_TYPE_F16, 3, sizeof(uint16_t)},
+        {"i64", NVL_GGML_TYPE_I64, 1, sizeof(int64_t)},
+    };
+    static const uint32_t alignments[] = {1, 2, 4, 8, 16, 32};
+    uint8_t data[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 37 + 11);
+    for (size_t ai = 0; ai < sizeof(alignments) / sizeof(alignments[0]); ai++) {
+        char path[] = "/tmp/nvl_test_gguf_XXXXXX";
+        struct nvl_gguf_writer *w;
+        struct nvl_gguf *g;
+        uint64_t prev_end = 0;
+        uint32_t al = alignments[ai];
+
+        assert_int_equal(nvl_gguf_writer_create(&w), 0);
+        /* An odd-length value so that the header does not end aligned either. */
+        assert_int_equal(nvl_gguf_writer_set_str(w, "general.name", "odd"), 0);
+        assert_int_equal(nvl_gguf_writer_set_alignment(w, al), 0);
+        for (size_t i = 0; i < sizeof(tensors) / sizeof(tensors[0]); i++)
+            assert_int_equal(nvl_gguf_writer_add_tensor(w, tensors[i].name, tensors[i].type, 1,
+                                                        &tensors[i].n, data),
+                             0);
+        g = write_and_open(w, path);
+        assert_int_equal(nvl_gguf_alignment(g), al);
+        assert_int_equal(nvl_gguf_data_offset(g) % al, 0);
+        for (size_t i = 0; i < sizeof(tensors) / sizeof(tensors[0]); i++) {
+            const struct nvl_gguf_tensor *t = nvl_gguf_get_tensor(g, tensors[i].name);
+            uint64_t need = al > tensors[i].elem ? al : tensors[i].elem;
+            uint64_t start;
+
+            assert_non_null(t);
+            start = nvl_gguf_tensor_file_offset(g, t);
+            assert_int_equal(t->offset % al, 0);
+            assert_int_equal(start % tensors[i].elem, 0);
+            assert_true(start >= prev_end);
+            if (i)
+                assert_true(start - prev_end < need); /* no more padding than needed */
+            assert_int_equal(t->size, tensors[i].n * tensors[i].elem);
+            assert_memory_equal(nvl_gguf_tensor_data(g, t), data, t->size);
+            prev_end = start + t->size;
+        }
+        nvl_gguf_close(g);
+        nvl_gguf_writer_destroy(w);
+        unlink(path);
+    }
+}
+
 /* Copying every kv and tensor of a llama.cpp-written file with our writer must reproduce the file
  * byte for byte: same serialization, same alignment and padding rules. */
 static void writer_reproduces_llama_cpp_file(void **state)
@@ -1003,6 +1140,8 @@ int main(void)
         cmocka_unit_test(tensor_errors),
         cmocka_unit_test(writer_round_trip),
         cmocka_unit_test(writer_rejects_short_producer),
+        cmocka_unit_test(writer_rewrites_alignment_1_file),
+        cmocka_unit_test(writer_aligns_tensors_for_their_type),
         cmocka_unit_test(value_format),
         cmocka_unit_test(writer_reproduces_llama_cpp_file),
     };

@@ -254,7 +254,9 @@ int nvl_gguf_writer_remove_key(struct nvl_gguf_writer *w, const char *key);
 
 /* Adds a tensor whose bytes are at data (not copied: it must stay valid until the file is
  * written). ne has n_dims (1..4) entries; ne[0] must be a multiple of the type's block size.
- * Tensors are written in the order they are added, each at the next aligned offset. */
+ * Tensors are written in the order they are added, each at the next offset that is a multiple of
+ * the alignment and puts the data at a file offset aligned for its type's elements (which only
+ * adds padding when the alignment is below 8). */
 int nvl_gguf_writer_add_tensor(struct nvl_gguf_writer *w, const char *name, enum nvl_ggml_type type,
                                uint32_t n_dims, const uint64_t *ne, const void *data);
 /* As above, with the bytes produced by fn(ctx, ...) when the file is written. */
