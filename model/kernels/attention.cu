@@ -45,9 +45,9 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(struct nvl_k_a
     const int kvd = a.n_head_kv * hd, qd = a.n_head * hd;
     const int kvh = h / (a.n_head / a.n_head_kv);
     const int n_kv = *a.pos0 + t + 1;
-    float *q = sm;                     /* [hd] */
-    float *part = sm + hd;             /* [ATT_THREADS] output partials */
-    float *sc = sm + hd + ATT_THREADS; /* [n_kv] scores */
+    float *part = sm;                /* [4 * ATT_THREADS] output partials (16-byte aligned) */
+    float *q = sm + 4 * ATT_THREADS; /* [hd] */
+    float *sc = q + hd;              /* [n_kv] scores */
 
     for (int d = threadIdx.x; d < hd; d += blockDim.x)
         q[d] = a.q[(size_t)t * qd + (size_t)h * hd + d];
@@ -74,11 +74,43 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(struct nvl_k_a
         sc[p] *= inv;
     __syncthreads();
 
+    if ((hd & 3) == 0) {
+        /* hd / 4 threads cover a value row with 8-byte loads; the other threads of the block
+         * take other positions (groups), 4 in flight each. */
+        const int lanes = hd / 4, groups = ATT_THREADS / lanes;
+        const int g = threadIdx.x / lanes, d4 = threadIdx.x % lanes;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (g < groups) {
+            const __half *vc = (const __half *)a.v_cache + (size_t)kvh * hd + 4 * d4;
+#pragma unroll 4
+            for (int p = g; p < n_kv; p += groups) {
+                const uint2 raw = *(const uint2 *)(vc + (size_t)p * kvd);
+                const float2 v01 = __half22float2(*(const __half2 *)&raw.x);
+                const float2 v23 = __half22float2(*(const __half2 *)&raw.y);
+                const float s = sc[p];
+                acc.x += s * v01.x;
+                acc.y += s * v01.y;
+                acc.z += s * v23.x;
+                acc.w += s * v23.y;
+            }
+        }
+        ((float4 *)part)[threadIdx.x] = acc;
+        __syncthreads();
+        if (threadIdx.x < hd) {
+            const int d = threadIdx.x;
+            float o = part[(d / 4) * 4 + (d & 3)];
+            for (int j = 1; j < groups; j++)
+                o += part[(j * lanes + d / 4) * 4 + (d & 3)];
+            a.out[(size_t)t * qd + (size_t)h * hd + d] = o;
+        }
+        return;
+    }
     const int groups = ATT_THREADS / hd;
     const int g = threadIdx.x / hd, d = threadIdx.x % hd;
     float acc = 0.0f;
     if (g < groups) {
         const __half *vc = (const __half *)a.v_cache + (size_t)kvh * hd + d;
+#pragma unroll 4
         for (int p = g; p < n_kv; p += groups)
             acc += sc[p] * __half2float(vc[(size_t)p * kvd]);
     }
@@ -94,12 +126,12 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(struct nvl_k_a
 
 static size_t att_smem(int32_t head_dim, int32_t n_ctx)
 {
-    return ((size_t)head_dim + ATT_THREADS + (size_t)n_ctx) * sizeof(float);
+    return ((size_t)head_dim + 4 * ATT_THREADS + (size_t)n_ctx) * sizeof(float);
 }
 
 extern "C" int32_t nvl__k_attention_max_ctx(void)
 {
-    return (int32_t)(ATT_MAX_SMEM / sizeof(float)) - 2 * ATT_THREADS;
+    return (int32_t)(ATT_MAX_SMEM / sizeof(float)) - 5 * ATT_THREADS;
 }
 
 extern "C" int nvl__k_attention(const struct nvl_k_attention *a, cudaStream_t stream)

@@ -71,6 +71,52 @@ static __device__ __forceinline__ float k_block_max(float v, float *scratch)
     return m;
 }
 
+/* Quantizes one 32-element activation block held one value per lane (the CPU's rounding). */
+static __device__ __forceinline__ void k_quant_q8_warp(float v, struct nvl_k_block_q8 *blk)
+{
+    const int lane = threadIdx.x & 31;
+    const float amax = k_warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = __float2int_rn(v * id);
+    const int sum = k_warp_sum_int(q);
+    blk->qs[lane] = (int8_t)q;
+    if (lane == 0) {
+        blk->d = d;
+        blk->sum = sum;
+    }
+}
+
+/* Quantizes one 256-element block, lane l holding elements 8l .. 8l + 7 (lanes 2g and 2g + 1
+ * make bsums[g]). */
+static __device__ __forceinline__ void k_quant_q8k_warp(const float *v, struct nvl_block_q8_K *blk)
+{
+    const int lane = threadIdx.x & 31;
+    float amax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        amax = fmaxf(amax, fabsf(v[j]));
+    amax = k_warp_max(amax);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint32_t packed[2] = {0, 0};
+    int sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const int q = __float2int_rn(v[j] * id);
+        sum += q;
+        packed[j >> 2] |= ((uint32_t)q & 0xffu) << (8 * (j & 3));
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    uint32_t *qs = (uint32_t *)blk->qs;
+    qs[2 * lane] = packed[0];
+    qs[2 * lane + 1] = packed[1];
+    if ((lane & 1) == 0)
+        blk->bsums[lane >> 1] = (int16_t)sum;
+    if (lane == 0)
+        blk->d = d;
+}
+
 static inline unsigned k_blocks(int64_t n, int per_block)
 {
     return (unsigned)((n + per_block - 1) / per_block);

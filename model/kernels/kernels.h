@@ -80,6 +80,10 @@ struct nvl_k_matmul {
 /* Fused dequantize + matrix-vector product (decode, and batches too small for a GEMM). The
  * weight is read once per group of up to 4 tokens. */
 int nvl__k_matvec(const struct nvl_k_matmul *mm, cudaStream_t stream);
+/* Up to NVL_K_MV_GROUP products in one launch (Q/K/V, gate/up): the same type, row length,
+ * input and token count, each with its own weight, rows and output. */
+#define NVL_K_MV_GROUP 3
+int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStream_t stream);
 
 /* Dequantizes rows [0, rows) of k elements (row_bytes apart) to fp16 (dst_f16) or fp32, rows of k
  * elements back to back at dst. */
@@ -106,6 +110,10 @@ int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_
  * accumulated in double, as on the CPU. */
 int nvl__k_rmsnorm(const float *x, const float *g, float *y, int64_t n, int32_t n_tok, float eps,
                    cudaStream_t stream);
+/* The same, and with act != NVL_K_ACT_F32 the output also quantized into q (rows
+ * nvl__k_act_row_bytes(act, n) apart), bit-identical to nvl__k_quantize() of y. */
+int nvl__k_rmsnorm_quantize(const float *x, const float *g, float *y, int64_t n, int32_t n_tok,
+                            float eps, enum nvl_k_act act, void *q, cudaStream_t stream);
 
 /* RoPE and the KV cache store for a batch at positions *pos0 .. *pos0 + n_tok - 1 (pos0 in device
  * memory, so a captured graph runs at any position). Rotates q ([n_tok][n_head * head_dim]) in
@@ -152,6 +160,10 @@ int32_t nvl__k_attention_max_ctx(void);
 
 /* g[i] = silu(g[i]) * u[i] for n elements. */
 int nvl__k_swiglu(float *g, const float *u, int64_t n, cudaStream_t stream);
+/* SwiGLU over n_tok rows of n, and with act != NVL_K_ACT_F32 the result also quantized into q
+ * (as nvl__k_quantize() of g would). */
+int nvl__k_swiglu_quantize(float *g, const float *u, int64_t n, int32_t n_tok, enum nvl_k_act act,
+                           void *q, cudaStream_t stream);
 
 /* Index of the largest of n values (the first one on ties) into *out. */
 int nvl__k_argmax(const float *x, int32_t n, int32_t *out, cudaStream_t stream);

@@ -16,17 +16,7 @@ static __global__ void k_quant_q8(const float *__restrict__ x, size_t x_stride, 
         return;
     const int64_t t = wid / blocks_per_row, b = wid % blocks_per_row;
     const float v = x[(size_t)t * x_stride + (size_t)b * 32 + lane];
-    const float amax = k_warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int q = __float2int_rn(v * id);
-    const int sum = k_warp_sum_int(q);
-    struct nvl_k_block_q8 *blk = (struct nvl_k_block_q8 *)(dst + (size_t)t * row_bytes) + (size_t)b;
-    blk->qs[lane] = (int8_t)q;
-    if (lane == 0) {
-        blk->d = d;
-        blk->sum = sum;
-    }
+    k_quant_q8_warp(v, (struct nvl_k_block_q8 *)(dst + (size_t)t * row_bytes) + (size_t)b);
 }
 
 /* Warp w quantizes 256-element block w: lane l holds elements 8l .. 8l + 7, and lanes 2g, 2g + 1
@@ -43,30 +33,7 @@ static __global__ void k_quant_q8k(const float *__restrict__ x, size_t x_stride,
     const float *src = x + (size_t)t * x_stride + (size_t)b * NVL_QK_K + 8 * lane;
     const float4 a0 = *(const float4 *)src, a1 = *(const float4 *)(src + 4);
     const float v[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    float amax = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-        amax = fmaxf(amax, fabsf(v[j]));
-    amax = k_warp_max(amax);
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    uint32_t packed[2] = {0, 0};
-    int sum = 0;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        const int q = __float2int_rn(v[j] * id);
-        sum += q;
-        packed[j >> 2] |= ((uint32_t)q & 0xffu) << (8 * (j & 3));
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    struct nvl_block_q8_K *blk = (struct nvl_block_q8_K *)(dst + (size_t)t * row_bytes) + (size_t)b;
-    uint32_t *qs = (uint32_t *)blk->qs;
-    qs[2 * lane] = packed[0];
-    qs[2 * lane + 1] = packed[1];
-    if ((lane & 1) == 0)
-        blk->bsums[lane >> 1] = (int16_t)sum;
-    if (lane == 0)
-        blk->d = d;
+    k_quant_q8k_warp(v, (struct nvl_block_q8_K *)(dst + (size_t)t * row_bytes) + (size_t)b);
 }
 
 static __global__ void k_copy_rows(const float *__restrict__ x, size_t x_stride, int32_t n_tok,

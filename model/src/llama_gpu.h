@@ -96,6 +96,9 @@ int nvl__gpu_layer_release(struct nvl_gpu_model *gm, int32_t ring_slot, cudaStre
 /* Issues reads while slots are free (without blocking). */
 void nvl__gpu_stream_pump(struct nvl_gpu_model *gm);
 
+/* Waits until the event has happened, polling and sleeping rather than spinning. */
+int nvl__gpu_event_wait(cudaEvent_t ev);
+
 /* Logs a failed CUDA call and maps it to -EIO (-ENOMEM for allocation failures). */
 int nvl__gpu_cuda_err(cudaError_t e, const char *what);
 

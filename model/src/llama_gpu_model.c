@@ -32,6 +32,24 @@ static uint64_t align_up(uint64_t v)
     return (v + GPU_ALIGN - 1) & ~(uint64_t)(GPU_ALIGN - 1);
 }
 
+int nvl__gpu_event_wait(cudaEvent_t ev)
+{
+    /* Spinning would burn a core for the whole token while layers stream: poll for 100 us,
+     * then sleep between polls. */
+    const double t0 = now_s();
+    for (;;) {
+        const cudaError_t q = cudaEventQuery(ev);
+        if (q == cudaSuccess)
+            return 0;
+        if (q != cudaErrorNotReady)
+            return nvl__gpu_cuda_err(q, "event");
+        if (now_s() - t0 > 100e-6) {
+            const struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
 int nvl__gpu_cuda_err(cudaError_t e, const char *what)
 {
     nvl_log_error(GPU_LOG, "%s: %s", what, cudaGetErrorString(e));
@@ -278,6 +296,27 @@ static int plan(struct nvl_gpu_model *gm, uint64_t vram_free, char *err, size_t 
             gm->ring_size = L->len;
     }
     gm->st.vram_weights = used;
+    if (p->loader) {
+        /* Everything the loader may read must lie inside its target: a drive's namespace is
+         * whole blocks, shorter than a GGUF whose size is not. */
+        uint64_t end = 0;
+        const struct nvl_llama_weights *w = &gm->model->w;
+        const struct nvl_llama_tensor *g[] = {&w->token_embd, &w->output, &w->output_norm,
+                                              &w->rope_freqs};
+        for (int i = 0; i < 4; i++)
+            if (g[i]->data && g[i]->file_offset + g[i]->nbytes > end)
+                end = g[i]->file_offset + g[i]->nbytes;
+        for (int32_t il = 0; il < hp->n_layer; il++)
+            if (gm->layers[il].begin + gm->layers[il].len > end)
+                end = gm->layers[il].begin + gm->layers[il].len;
+        if (p->loader_base + end > nvl_loader_capacity(p->loader))
+            return gpu_fail(err, err_len, -ERANGE,
+                            "the loader's target holds %llu bytes, the model reaches byte %llu "
+                            "(a namespace is whole blocks: pad the file, e.g. to a multiple of "
+                            "4096 bytes)",
+                            (unsigned long long)nvl_loader_capacity(p->loader),
+                            (unsigned long long)(p->loader_base + end));
+    }
     if (gm->st.layers[NVL_GPU_TIER_STREAM] && !p->loader)
         return gpu_fail(err, err_len, -EINVAL,
                         "%d layers do not fit the VRAM budget (%.2f GB) and RAM budget (%.2f GB), "
@@ -372,9 +411,9 @@ static int stream_pump(struct nvl_gpu_model *gm, bool block)
                 if (q != cudaSuccess)
                     return nvl__gpu_cuda_err(q, "slot copy");
             } else {
-                const cudaError_t e = cudaEventSynchronize(gm->slot_free[s]);
-                if (e != cudaSuccess)
-                    return nvl__gpu_cuda_err(e, "slot copy");
+                const int rc = nvl__gpu_event_wait(gm->slot_free[s]);
+                if (rc)
+                    return rc;
             }
             struct nvl_read_stats rs;
             const int rc = nvl_loader_wait(gm->rd[s], &rs);

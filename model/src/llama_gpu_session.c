@@ -34,11 +34,13 @@ struct nvl_gpu_session {
     uint16_t *k_cache; /* [n_layer][n_ctx][kv_dim] */
     uint16_t *v_cache;
     float *x, *xn, *q, *k, *v, *att, *gate, *up; /* [n_batch][...] */
-    void *act[3];  /* quantized activations per format (enum nvl_k_act) */
-    float *logits; /* [GPU_LOGITS_ROWS][n_vocab] */
-    int32_t *ids;  /* [n_batch] token ids */
-    int32_t *pos;  /* the batch's first position */
-    int32_t *h_in; /* pinned staging: [n_batch] ids, then the position */
+    void *act[3];     /* quantized activations per format (enum nvl_k_act) */
+    float *logits;    /* [GPU_LOGITS_ROWS][n_vocab] */
+    int32_t *ids;     /* [n_batch] token ids */
+    int32_t *pos;     /* the batch's first position */
+    int32_t *h_in;    /* pinned staging: [n_batch] ids, then the position */
+    float *h_logits;  /* pinned staging: [GPU_LOGITS_ROWS][n_vocab] */
+    cudaEvent_t done; /* end of a forward pass's work */
     struct nvl_k_gemm *gemm;
     float theta_scale;
     cudaGraphExec_t graph; /* single-token pass, when every layer is in VRAM */
@@ -126,6 +128,10 @@ int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_b
     }
     if ((e = cudaHostAlloc((void **)&gs->h_in, (B + 1) * sizeof(int32_t), cudaHostAllocDefault)) !=
             cudaSuccess ||
+        (e = cudaHostAlloc((void **)&gs->h_logits,
+                           (size_t)GPU_LOGITS_ROWS * (size_t)hp->n_vocab * sizeof(float),
+                           cudaHostAllocDefault)) != cudaSuccess ||
+        (e = cudaEventCreateWithFlags(&gs->done, cudaEventDisableTiming)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&gs->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         rc = nvl__gpu_cuda_err(e, "session stream");
         goto err_destroy;
@@ -158,6 +164,10 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs)
         cudaFree(bufs[i]);
     if (gs->h_in)
         cudaFreeHost(gs->h_in);
+    if (gs->h_logits)
+        cudaFreeHost(gs->h_logits);
+    if (gs->done)
+        cudaEventDestroy(gs->done);
     if (gs->stream)
         cudaStreamDestroy(gs->stream);
     free(gs);
@@ -166,39 +176,74 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs)
 /* ------------------------------------------------------------------------------------------ */
 /* Forward pass */
 
-/* y = W x for n_tok contiguous rows of x (w->ne0 floats each). The products that share x share
- * its quantization (bit a of *prepared: format a is ready in gs->act[a]). */
+static bool gs_gemm(const struct nvl_gpu_session *gs, int32_t n_tok)
+{
+    return n_tok >= GPU_GEMM_MIN_TOK && gs->gemm;
+}
+
+/* Products y_i = W_i x (i < n) for n_tok contiguous rows of x (W_0->ne0 floats each), which
+ * share x: its quantization (bit a of *prepared: format a is ready in gs->act[a]) and, when the
+ * types agree, one launch. */
+static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *const *w,
+                       float *const *y, const size_t *y_stride, int n, const float *x,
+                       int32_t n_tok, bool accumulate, unsigned *prepared)
+{
+    const int64_t k = w[0]->ne0;
+    struct nvl_k_matmul mm[NVL_K_MV_GROUP];
+    bool same = true;
+    for (int i = 0; i < n; i++) {
+        mm[i] = (struct nvl_k_matmul){
+            .w = w[i]->data,
+            .type = w[i]->type,
+            .row_bytes = w[i]->row_bytes,
+            .k = k,
+            .rows = w[i]->ne1,
+            .x = x,
+            .x_stride = (size_t)k * sizeof(float),
+            .y = y[i],
+            .y_stride = y_stride[i],
+            .n_tok = n_tok,
+            .accumulate = accumulate,
+        };
+        same = same && w[i]->type == w[0]->type;
+    }
+    int rc = 0;
+    if (gs_gemm(gs, n_tok)) {
+        for (int i = 0; i < n && !rc; i++)
+            rc = nvl__k_gemm(gs->gemm, &mm[i], gs->stream);
+        return rc;
+    }
+    for (int i = 0; i < n && !rc; i++) {
+        const enum nvl_k_act act = nvl__k_act_for(mm[i].type);
+        if (act == NVL_K_ACT_F32)
+            continue;
+        if (!(*prepared & (1u << act))) {
+            rc = nvl__k_quantize(act, x, (size_t)k, n_tok, k, gs->act[act], gs->stream);
+            *prepared |= 1u << act;
+        }
+        mm[i].x = gs->act[act];
+        mm[i].x_stride = nvl__k_act_row_bytes(act, k);
+    }
+    if (rc)
+        return rc;
+    if (same)
+        return nvl__k_matvec_group(mm, n, gs->stream);
+    for (int i = 0; i < n && !rc; i++)
+        rc = nvl__k_matvec(&mm[i], gs->stream);
+    return rc;
+}
+
 static int gs_matmul(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *w, const float *x,
                      int32_t n_tok, float *y, size_t y_stride, bool accumulate, unsigned *prepared)
 {
-    const int64_t k = w->ne0;
-    struct nvl_k_matmul mm = {
-        .w = w->data,
-        .type = w->type,
-        .row_bytes = w->row_bytes,
-        .k = k,
-        .rows = w->ne1,
-        .x = x,
-        .x_stride = (size_t)k * sizeof(float),
-        .y = y,
-        .y_stride = y_stride,
-        .n_tok = n_tok,
-        .accumulate = accumulate,
-    };
-    if (n_tok >= GPU_GEMM_MIN_TOK && gs->gemm)
-        return nvl__k_gemm(gs->gemm, &mm, gs->stream);
-    const enum nvl_k_act act = nvl__k_act_for(w->type);
-    if (act != NVL_K_ACT_F32) {
-        if (!(*prepared & (1u << act))) {
-            const int rc = nvl__k_quantize(act, x, (size_t)k, n_tok, k, gs->act[act], gs->stream);
-            if (rc)
-                return rc;
-            *prepared |= 1u << act;
-        }
-        mm.x = gs->act[act];
-        mm.x_stride = nvl__k_act_row_bytes(act, k);
-    }
-    return nvl__k_matvec(&mm, gs->stream);
+    return gs_products(gs, &w, &y, &y_stride, 1, x, n_tok, accumulate, prepared);
+}
+
+/* The activation format the next products take (what a fused kernel should quantize to). */
+static enum nvl_k_act gs_next_act(const struct nvl_gpu_session *gs,
+                                  const struct nvl_llama_tensor *w, int32_t n_tok)
+{
+    return gs_gemm(gs, n_tok) ? NVL_K_ACT_F32 : nvl__k_act_for(w->type);
 }
 
 static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_layer *l, int32_t il,
@@ -211,12 +256,19 @@ static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_laye
     unsigned prep = 0;
     int rc;
 
-    if ((rc = nvl__k_rmsnorm(gs->x, l->attn_norm.data, gs->xn, hp->n_embd, n_tok, hp->rms_eps,
-                             st)) ||
-        (rc = gs_matmul(gs, &l->wq, gs->xn, n_tok, gs->q, d.qd, false, &prep)) ||
-        (rc = gs_matmul(gs, &l->wk, gs->xn, n_tok, gs->k, d.kvd, false, &prep)) ||
-        (rc = gs_matmul(gs, &l->wv, gs->xn, n_tok, gs->v, d.kvd, false, &prep)))
+    /* RMSNorm quantizes for the Q/K/V products in the same launch. */
+    enum nvl_k_act act = gs_next_act(gs, &l->wq, n_tok);
+    if ((rc = nvl__k_rmsnorm_quantize(gs->x, l->attn_norm.data, gs->xn, hp->n_embd, n_tok,
+                                      hp->rms_eps, act, gs->act[act], st)))
         return rc;
+    prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
+    {
+        const struct nvl_llama_tensor *w[3] = {&l->wq, &l->wk, &l->wv};
+        float *y[3] = {gs->q, gs->k, gs->v};
+        const size_t ys[3] = {d.qd, d.kvd, d.kvd};
+        if ((rc = gs_products(gs, w, y, ys, 3, gs->xn, n_tok, false, &prep)))
+            return rc;
+    }
 
     const struct nvl_k_rope rope = {
         .q = gs->q,
@@ -252,14 +304,24 @@ static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_laye
     if ((rc = gs_matmul(gs, &l->wo, gs->att, n_tok, gs->x, d.e, true, &prep)))
         return rc;
 
-    prep = 0;
-    if ((rc =
-             nvl__k_rmsnorm(gs->x, l->ffn_norm.data, gs->xn, hp->n_embd, n_tok, hp->rms_eps, st)) ||
-        (rc = gs_matmul(gs, &l->ffn_gate, gs->xn, n_tok, gs->gate, d.ff, false, &prep)) ||
-        (rc = gs_matmul(gs, &l->ffn_up, gs->xn, n_tok, gs->up, d.ff, false, &prep)) ||
-        (rc = nvl__k_swiglu(gs->gate, gs->up, (int64_t)n_tok * (int64_t)d.ff, st)))
+    act = gs_next_act(gs, &l->ffn_gate, n_tok);
+    if ((rc = nvl__k_rmsnorm_quantize(gs->x, l->ffn_norm.data, gs->xn, hp->n_embd, n_tok,
+                                      hp->rms_eps, act, gs->act[act], st)))
         return rc;
-    prep = 0;
+    prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
+    {
+        const struct nvl_llama_tensor *w[2] = {&l->ffn_gate, &l->ffn_up};
+        float *y[2] = {gs->gate, gs->up};
+        const size_t ys[2] = {d.ff, d.ff};
+        if ((rc = gs_products(gs, w, y, ys, 2, gs->xn, n_tok, false, &prep)))
+            return rc;
+    }
+    /* SwiGLU quantizes for the down product in the same launch. */
+    act = gs_next_act(gs, &l->ffn_down, n_tok);
+    if ((rc =
+             nvl__k_swiglu_quantize(gs->gate, gs->up, (int64_t)d.ff, n_tok, act, gs->act[act], st)))
+        return rc;
+    prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
     return gs_matmul(gs, &l->ffn_down, gs->gate, n_tok, gs->x, d.e, true, &prep);
 }
 
@@ -285,11 +347,29 @@ static int run_pass(struct nvl_gpu_session *gs, int32_t n_tok, int32_t out_first
     }
     if (rc || n_out == 0)
         return rc;
-    unsigned prep = 0;
-    if ((rc = nvl__k_rmsnorm(gs->x + (size_t)out_first * e, gm->output_norm.data, gs->xn,
-                             hp->n_embd, n_out, hp->rms_eps, gs->stream)))
+    const enum nvl_k_act act = gs_next_act(gs, &gm->output, n_out);
+    if ((rc = nvl__k_rmsnorm_quantize(gs->x + (size_t)out_first * e, gm->output_norm.data, gs->xn,
+                                      hp->n_embd, n_out, hp->rms_eps, act, gs->act[act],
+                                      gs->stream)))
         return rc;
+    unsigned prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
     return gs_matmul(gs, &gm->output, gs->xn, n_out, gs->logits, (size_t)hp->n_vocab, false, &prep);
+}
+
+/* Waits for the pass (sleeping, not spinning) and hands rows of logits to the caller through
+ * pinned memory (a pageable copy would spin the CPU for the whole pass). */
+static int fetch_logits(struct nvl_gpu_session *gs, int32_t rows, float *dst)
+{
+    const size_t bytes = (size_t)rows * (size_t)gs->hp->n_vocab * sizeof(float);
+    cudaError_t e;
+    if ((rows > 0 && (e = cudaMemcpyAsync(gs->h_logits, gs->logits, bytes, cudaMemcpyDeviceToHost,
+                                          gs->stream)) != cudaSuccess) ||
+        (e = cudaEventRecord(gs->done, gs->stream)) != cudaSuccess)
+        return nvl__gpu_cuda_err(e, "logits copy");
+    const int rc = nvl__gpu_event_wait(gs->done);
+    if (rc == 0 && rows > 0)
+        memcpy(dst, gs->h_logits, bytes);
+    return rc;
 }
 
 /* The logits of tokens [first, first + n) of the pass, computed from gs->x (after run_pass). */
@@ -303,11 +383,7 @@ static int extra_logits(struct nvl_gpu_session *gs, int32_t first, int32_t n, fl
                             hp->rms_eps, gs->stream);
     if (!rc)
         rc = gs_matmul(gs, &gm->output, gs->xn, n, gs->logits, nv, false, &prep);
-    if (rc)
-        return rc;
-    const cudaError_t ce = cudaMemcpyAsync(dst, gs->logits, (size_t)n * nv * sizeof(float),
-                                           cudaMemcpyDeviceToHost, gs->stream);
-    return ce == cudaSuccess ? 0 : nvl__gpu_cuda_err(ce, "logits copy");
+    return rc ? rc : fetch_logits(gs, n, dst);
 }
 
 static bool graphs_enabled(void)
@@ -383,23 +459,11 @@ int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, 
         rc = run_pass(gs, n_tok, out_first, first_rows);
     if (rc)
         goto out;
-    if (first_rows > 0 &&
-        (e = cudaMemcpyAsync(logits, gs->logits, (size_t)first_rows * nv * sizeof(float),
-                             cudaMemcpyDeviceToHost, gs->stream)) != cudaSuccess) {
-        rc = nvl__gpu_cuda_err(e, "logits copy");
-        goto out;
-    }
+    rc = fetch_logits(gs, first_rows, logits);
     for (int32_t r = first_rows; r < n_out && !rc; r += GPU_LOGITS_ROWS) {
-        /* The logits buffer is reused: the previous rows must have left it. */
-        if ((e = cudaStreamSynchronize(gs->stream)) != cudaSuccess) {
-            rc = nvl__gpu_cuda_err(e, "logits");
-            break;
-        }
         const int32_t n = n_out - r < GPU_LOGITS_ROWS ? n_out - r : GPU_LOGITS_ROWS;
         rc = extra_logits(gs, out_first + r, n, logits + (size_t)r * nv);
     }
-    if ((e = cudaStreamSynchronize(gs->stream)) != cudaSuccess && !rc)
-        rc = nvl__gpu_cuda_err(e, "forward pass");
     if (!rc && gm->stream_err) {
         rc = gm->stream_err;
         nvl_log_error(GPU_LOG, "a streamed layer's read failed: %s", nvl_strerror(rc));

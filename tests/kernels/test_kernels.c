@@ -228,8 +228,130 @@ static void check_matvec(enum nvl_ggml_type type, int64_t k, int64_t rows, int32
     free(y2);
 }
 
+/* Q/K/V-like and gate/up-like groups in one launch against their references. */
+static void test_matvec_group(void)
+{
+    const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q8_0, NVL_GGML_TYPE_F16};
+    const int64_t k = 1024, rows[3] = {300, 100, 100};
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        const enum nvl_ggml_type type = types[ti];
+        const enum nvl_k_act act = nvl__k_act_for(type);
+        const size_t xrb = nvl__k_act_row_bytes(act, k);
+        float *x = malloc((size_t)k * sizeof(float)), *xd = malloc((size_t)k * sizeof(float));
+        float *wd = malloc((size_t)k * sizeof(float));
+        uint8_t *xq = malloc(xrb);
+        ku_floats(x, k, 1.0f);
+        ref_quantize(act, x, k, xq, xd);
+        uint8_t *dxq = dev_copy(xq, xrb);
+        struct nvl_k_matmul mm[3];
+        uint8_t *w[3];
+        uint64_t rb[3];
+        for (int i = 0; i < 3; i++) {
+            w[i] = ku_matrix(type, rows[i], k, &rb[i]);
+            mm[i] = (struct nvl_k_matmul){.w = dev_copy(w[i], (size_t)(rb[i] * (uint64_t)rows[i])),
+                                          .type = type,
+                                          .row_bytes = rb[i],
+                                          .k = k,
+                                          .rows = rows[i],
+                                          .x = dxq,
+                                          .x_stride = xrb,
+                                          .y = dev_alloc((size_t)rows[i] * sizeof(float)),
+                                          .y_stride = (size_t)rows[i],
+                                          .n_tok = 1};
+        }
+        CHECK(nvl__k_matvec_group(mm, 3, 0) == 0, "group launch");
+        double worst = 0.0;
+        for (int i = 0; i < 3; i++) {
+            float *y = malloc((size_t)rows[i] * sizeof(float));
+            to_host(y, mm[i].y, (size_t)rows[i] * sizeof(float));
+            for (int64_t r = 0; r < rows[i]; r++) {
+                nvl_dequantize_row(type, w[i] + (uint64_t)r * rb[i], wd, k);
+                double ref = 0.0, mag = 1e-30;
+                for (int64_t j = 0; j < k; j++) {
+                    ref += (double)wd[j] * xd[j];
+                    mag += fabs((double)wd[j] * xd[j]);
+                }
+                worst = fmax(worst, fabs(y[r] - ref) / mag);
+            }
+            free(y);
+            cudaFree((void *)mm[i].w);
+            cudaFree(mm[i].y);
+            free(w[i]);
+        }
+        CHECK(worst <= 2e-6, "matvec group %s: relative error %.3g", nvl_ggml_type_name(type),
+              worst);
+        printf("matvec group of 3 %-5s: rel err %.2e\n", nvl_ggml_type_name(type), worst);
+        cudaFree(dxq);
+        free(x);
+        free(xd);
+        free(wd);
+        free(xq);
+    }
+}
+
+/* The fused RMSNorm + quantize and SwiGLU + quantize produce exactly what the separate kernels
+ * produce. */
+static void test_fused_quantize(void)
+{
+    const int64_t n = 2048;
+    const int32_t n_tok = 2;
+    float *x = malloc((size_t)(n * n_tok) * 4), *g = malloc((size_t)n * 4);
+    ku_floats(x, n * n_tok, 3.0f);
+    ku_floats(g, n, 1.0f);
+    for (int a = NVL_K_ACT_Q8; a <= NVL_K_ACT_Q8K; a++) {
+        const size_t rb = nvl__k_act_row_bytes((enum nvl_k_act)a, n) * (size_t)n_tok;
+        float *dx = dev_copy(x, (size_t)(n * n_tok) * 4), *dg = dev_copy(g, (size_t)n * 4);
+        float *dy1 = dev_alloc((size_t)(n * n_tok) * 4), *dy2 = dev_alloc((size_t)(n * n_tok) * 4);
+        uint8_t *dq1 = dev_alloc(rb), *dq2 = dev_alloc(rb);
+        uint8_t *q1 = malloc(rb), *q2 = malloc(rb);
+        float *y1 = malloc((size_t)(n * n_tok) * 4), *y2 = malloc((size_t)(n * n_tok) * 4);
+        CHECK(nvl__k_rmsnorm(dx, dg, dy1, n, n_tok, 1e-5f, 0) == 0, "rmsnorm");
+        CHECK(nvl__k_quantize((enum nvl_k_act)a, dy1, (size_t)n, n_tok, n, dq1, 0) == 0, "quant");
+        CHECK(nvl__k_rmsnorm_quantize(dx, dg, dy2, n, n_tok, 1e-5f, (enum nvl_k_act)a, dq2, 0) == 0,
+              "rmsnorm_quantize");
+        to_host(q1, dq1, rb);
+        to_host(q2, dq2, rb);
+        to_host(y1, dy1, (size_t)(n * n_tok) * 4);
+        to_host(y2, dy2, (size_t)(n * n_tok) * 4);
+        CHECK(memcmp(q1, q2, rb) == 0 && memcmp(y1, y2, (size_t)(n * n_tok) * 4) == 0,
+              "rmsnorm_quantize (act %d) differs from rmsnorm then quantize", a);
+
+        /* SwiGLU: g <- silu(g) * u on copies of the same rows. */
+        float *dg1 = dev_copy(x, (size_t)(n * n_tok) * 4),
+              *dg2 = dev_copy(x, (size_t)(n * n_tok) * 4);
+        CHECK(nvl__k_swiglu(dg1, dy1, n * n_tok, 0) == 0, "swiglu");
+        CHECK(nvl__k_quantize((enum nvl_k_act)a, dg1, (size_t)n, n_tok, n, dq1, 0) == 0, "quant");
+        CHECK(nvl__k_swiglu_quantize(dg2, dy1, n, n_tok, (enum nvl_k_act)a, dq2, 0) == 0,
+              "swiglu_quantize");
+        to_host(q1, dq1, rb);
+        to_host(q2, dq2, rb);
+        to_host(y1, dg1, (size_t)(n * n_tok) * 4);
+        to_host(y2, dg2, (size_t)(n * n_tok) * 4);
+        CHECK(memcmp(q1, q2, rb) == 0 && memcmp(y1, y2, (size_t)(n * n_tok) * 4) == 0,
+              "swiglu_quantize (act %d) differs from swiglu then quantize", a);
+        cudaFree(dx);
+        cudaFree(dg);
+        cudaFree(dy1);
+        cudaFree(dy2);
+        cudaFree(dq1);
+        cudaFree(dq2);
+        cudaFree(dg1);
+        cudaFree(dg2);
+        free(q1);
+        free(q2);
+        free(y1);
+        free(y2);
+    }
+    free(x);
+    free(g);
+}
+
 static void test_matvec(void)
 {
+    /* Tall matrices: one, two and four lanes per row. */
+    check_matvec(NVL_GGML_TYPE_Q4_0, 1024, 20000, 1, false);
+    check_matvec(NVL_GGML_TYPE_Q4_K, 1024, 9000, 1, true);
+    check_matvec(NVL_GGML_TYPE_Q6_K, 2048, 5000, 1, false);
     for (size_t i = 0; i < sizeof(mv_types) / sizeof(mv_types[0]); i++) {
         check_matvec(mv_types[i], 2048, 100, 1, false);
         check_matvec(mv_types[i], 4096, 77, 5, true);
@@ -662,6 +784,8 @@ int main(void)
     }
     test_quantize();
     test_matvec();
+    test_matvec_group();
+    test_fused_quantize();
     test_dequant();
     test_gemm();
     test_rmsnorm_swiglu();

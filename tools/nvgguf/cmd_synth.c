@@ -396,6 +396,15 @@ int nvgguf_cmd_synth(int argc, char **argv)
         fprintf(stderr, "nvgguf synth: %s: %s\n", out, err[0] ? err : nvl_strerror(rc));
         goto out;
     }
+    /* Whole 4 KiB blocks, so that a drive (or the software controller) serving the file as
+     * a namespace holds all of it. */
+    const uint64_t size = nvl_gguf_writer_file_size(w), padded = (size + 4095) & ~4095ull;
+    if (padded != size && truncate(out, (off_t)padded) != 0) {
+        rc = -errno;
+        fprintf(stderr, "nvgguf synth: %s: cannot pad to %llu bytes: %s\n", out,
+                (unsigned long long)padded, nvl_strerror(rc));
+        goto out;
+    }
     const double dt = now_s() - sc->t0;
     printf("%s: %s with %d layers, %s, %.2f GB in %.1f s (%.2f GB/s, %d threads)\n", out, sh->name,
            n_layer, nvl_ggml_type_name(type), nvl_gguf_writer_file_size(w) / 1e9, dt,
