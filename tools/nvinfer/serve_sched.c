@@ -389,7 +389,6 @@ out : {
     nvl_sampler_destroy(smp);
     serve_stop_fini(&g.stop);
     serve_buf_fini(&g.chunk);
-    serve_job_finish(job);
 }
 
 static void *worker_main(void *arg)
@@ -419,16 +418,18 @@ static void *worker_main(void *arg)
             job->finish = SERVE_FINISH_CANCELLED;
             atomic_fetch_add(&s->metrics->disconnects, 1);
             atomic_fetch_add(&s->metrics->jobs_completed, 1);
-            serve_job_finish(job);
         } else {
             worker_run_job(w, job);
         }
 
+        /* The worker is free before the client can see the answer, so a client that reads
+         * /metrics after its answer never finds its own request still active. */
         pthread_mutex_lock(&s->mu);
         s->active--;
         s->running[index] = NULL;
         pthread_cond_broadcast(&s->idle);
         pthread_mutex_unlock(&s->mu);
+        serve_job_finish(job);
         serve_job_put(job);
     }
     return NULL;
