@@ -17,7 +17,8 @@
 #                         physical_block_size=4096,mdts=5,max_ioqpairs=8,msix_qsize=9.
 #                         Repeatable; controller N sits at PCI address 0000:00:0<4+N>.0.
 #   --add SRC[:DEST]      copy SRC into the guest (DEST defaults to /nvl/bin/<name>; /nvl/bin is
-#                         on PATH). Repeatable.
+#                         on PATH), with the shared libraries ldd finds for it on the host (one
+#                         it cannot find is a harness error). Repeatable.
 #   --run CMD             a shell command to run in the guest; the run fails at the first command
 #                         that exits non-zero. Repeatable.
 #   --script FILE         a shell script to run in the guest (after the --run commands), with
@@ -142,20 +143,34 @@ if [ "$MODE" = noiommu ]; then
 fi
 depmod -b "$STAGE" "$KVER"
 
-# Copies one file into the stage, with the shared libraries and loader of a dynamic ELF.
+# Directories the guest's dynamic loader searches without an ld.so.cache (the initramfs has
+# none). Libraries from anywhere else (/usr/local/lib, found on the host through its cache) go to
+# /nvl/lib, which the guest's commands get as LD_LIBRARY_PATH.
+LIB_DEFAULT_DIRS=" /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib /usr/lib /lib64 /usr/lib64 "
+LIB_DIR_USED=0
+
+# Copies one file into the stage, with the shared libraries and loader of a dynamic ELF. A library
+# the host's loader cannot find either fails the run here (exit 5), naming it, rather than as a
+# bare "exit 127" inside the guest.
 add_file() { # add_file SRC DEST
-    local src=$1 dest=$2 lib
+    local src=$1 dest=$2 lib deps missing to
     [ -e "$src" ] || die "--add: no such file: $src"
     mkdir -p "$STAGE$(dirname "$dest")"
     cp -L "$src" "$STAGE$dest"
     # ldd fails on static programs and on non-ELF files (scripts, data): nothing to add then.
-    if ldd "$src" >/dev/null 2>&1; then
-        for lib in $(ldd "$src" | grep -o '/[^ ]*' | sort -u); do
-            [ -e "$STAGE$lib" ] && continue
-            mkdir -p "$STAGE$(dirname "$lib")"
-            cp -L "$lib" "$STAGE$lib"
-        done
-    fi
+    deps=$(ldd "$src" 2>/dev/null) || return 0
+    missing=$(awk '$2 == "=>" && $3 == "not" { printf " %s", $1 }' <<<"$deps")
+    [ -z "$missing" ] || die "--add $src: shared libraries not found on this host:$missing"
+    for lib in $(grep -o '/[^ ]*' <<<"$deps" | sort -u); do
+        to=$lib
+        if [[ $LIB_DEFAULT_DIRS != *" $(dirname "$lib") "* ]]; then
+            to=/nvl/lib/$(basename "$lib")
+            LIB_DIR_USED=1
+        fi
+        [ -e "$STAGE$to" ] && continue
+        mkdir -p "$STAGE$(dirname "$to")"
+        cp -L "$lib" "$STAGE$to"
+    done
 }
 for a in "${ADDS[@]}"; do
     src=${a%%:*}
@@ -175,6 +190,7 @@ done
     echo "NVL_BDFS='${BDFS[*]}'"
     echo "NVL_BDF=${BDFS[0]}"
     for i in "${!BDFS[@]}"; do echo "NVL_BDF$i=${BDFS[$i]}"; done
+    ((LIB_DIR_USED == 0)) || echo "LD_LIBRARY_PATH=/nvl/lib"
 } >"$STAGE/etc/nvl.conf"
 
 # The command list: each step is announced, and the first failing one ends the run.
