@@ -26,6 +26,8 @@
 #             software controller throttled to 7 GB/s: tok/s against min(resident, 7 GB/s / bytes)
 #   files     the same streaming through the file and gds backends on the machine's disk
 #   70b       llama2-70b shape in Q4_K streamed from the throttled sim, a few tokens
+#   profile   where a decode pass spends its time (Nsight Compute, per kernel), and decode speed
+#             with other matrix-vector launch shapes and without CUDA graphs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -181,6 +183,52 @@ if want resident; then
 fi
 RES_TG=$(field "$OUT/resident_q4_K.out" tg 2>/dev/null)
 
+# Where decode time goes: one single-token pass of the Q4_0 model under Nsight Compute (graphs
+# off, so every kernel is its own launch), time and DRAM bytes per kernel, summed by kernel.
+if want profile; then
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    f=$DISK/llama3-8b-q4_0.gguf
+    synth llama3-8b q4_0 "$f"
+    if [ -n "$NCU" ]; then
+        run profile_decode 400 env NVL_GPU_GRAPHS=0 "$NCU" --csv --page raw \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+            "$BIN/nvinfer" -m "$f" -p "" -n 1 --temp 0 -c 256
+        python3 - "$OUT/profile_decode.out" <<'PYEOF' | tee -a "$LOG" "$OUT/profile.md"
+import csv, sys, re, collections
+rows = [l for l in open(sys.argv[1]) if l.startswith('"')]
+r = list(csv.reader(rows))
+head = r[0]
+ki, ti = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+bi, wi = head.index("dram__bytes_read.sum"), head.index("dram__bytes_write.sum")
+agg = collections.OrderedDict()
+def num(s):
+    try: return float(s.replace(",", ""))
+    except ValueError: return 0.0
+units = r[1] if len(r) > 1 and not r[1][ti].replace(",", "").replace(".", "").isdigit() else None
+scale_t = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(units[ti] if units else "nsecond", 1e-3)
+scale_b = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}.get(units[bi] if units else "byte", 1.0)
+for row in r[2 if units else 1:]:
+    name = re.sub(r"[<(].*", "", row[ki]).strip()
+    a = agg.setdefault(name, [0, 0.0, 0.0])
+    a[0] += 1; a[1] += num(row[ti]) * scale_t; a[2] += (num(row[bi]) + num(row[wi])) * scale_b
+tot = sum(a[1] for a in agg.values())
+print("\n| kernel (one decode pass, graphs off) | launches | time us | share | DRAM GB/s |")
+print("|---|---|---|---|---|")
+for n, a in sorted(agg.items(), key=lambda kv: -kv[1][1]):
+    print(f"| {n} | {a[0]} | {a[1]:.0f} | {100*a[1]/tot:.0f}% | {a[2]/a[1]/1e3 if a[1] else 0:.0f} |")
+print(f"| total | {sum(a[0] for a in agg.values())} | {tot:.0f} | | |")
+PYEOF
+    fi
+    # Sensitivity of decode to the matrix-vector launch shape.
+    for tb in 256 2048; do
+        run "resident_q4_0_tb$tb" 300 env NVL_MV_TARGET_BLOCKS=$tb "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
+        row "| 8B q4_0 resident, matvec target $tb blocks | tg $(field "$OUT/resident_q4_0_tb$tb.out" tg) tok/s |"
+    done
+    run resident_q4_0_nograph 300 env NVL_GPU_GRAPHS=0 "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
+    row "| 8B q4_0 resident, CUDA graphs off | tg $(field "$OUT/resident_q4_0_nograph.out" tg) tok/s |"
+    rm -f "$f"
+fi
+
 if want offload; then
     synth llama3-8b q4_K "$Q4K"
     for n in 0 8 16 24; do
@@ -194,7 +242,9 @@ fi
 
 if want stream; then
     synth llama3-8b q4_K "$Q4K"
-    run stream_sim7 400 "$BIN/nvinfer" --sim "$Q4K" --sim-bw 7GB/s --backend gpu-nvme --benchmark \
+    # The sim serves the file from the page cache (mode=mem: a private map) with 8 threads, so
+    # that the bandwidth model, not the machine's virtual disk, is the drive's speed.
+    run stream_sim7 400 "$BIN/nvinfer" --sim "file=$Q4K,mode=mem,threads=8" --sim-bw 7GB/s --backend gpu-nvme --benchmark \
         -n "$NSTR" -c 2048 -v --vram-budget 4L --prefetch 4
     o=$OUT/stream_sim7.out
     tg=$(field "$o" tg) drive=$(field "$o" bound)
@@ -216,7 +266,7 @@ if want 70b; then
     rm -f "$DISK"/llama3-8b-*.gguf
     F70=$DISK/llama2-70b-q4_K.gguf
     synth llama2-70b q4_K "$F70"
-    run stream_70b 560 "$BIN/nvinfer" --sim "$F70" --sim-bw 7GB/s --backend gpu-nvme --benchmark \
+    run stream_70b 560 "$BIN/nvinfer" --sim "file=$F70,mode=mem,threads=8" --sim-bw 7GB/s --backend gpu-nvme --benchmark \
         -n "$N70" -c 512 -v --prefetch 4 --vram-budget 10L
     o=$OUT/stream_70b.out
     tg=$(field "$o" tg) drive=$(field "$o" bound)

@@ -13,6 +13,7 @@
  * per block and several blocks per SM that is tens of KB in flight per SM, more than HBM needs
  * to stay busy. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kcommon.cuh"
@@ -126,8 +127,20 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
     }
 }
 
-/* Blocks the launch should spread over, whatever the matrix: several per SM. */
+/* Blocks the launch should spread over, whatever the matrix: several per SM
+ * (NVL_MV_TARGET_BLOCKS overrides it, for tuning). */
 #define MV_TARGET_BLOCKS 512
+
+static int64_t mv_target_blocks(void)
+{
+    static int64_t target;
+    if (!target) {
+        const char *v = getenv("NVL_MV_TARGET_BLOCKS");
+        const long n = v ? atol(v) : 0;
+        target = n > 0 ? n : MV_TARGET_BLOCKS;
+    }
+    return target;
+}
 
 /* Launches the group for type T over tokens [t0, t0 + NT). The shape (lanes per row, warps)
  * depends only on the matrices' shapes. */
@@ -140,7 +153,7 @@ static void mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStre
         total_rows += mm[i].rows;
     int lpr = 1;
     if (NT == 1)
-        while (lpr < 8 && lpr * 2 <= n_units && (total_rows * lpr + 31) / 32 < MV_TARGET_BLOCKS)
+        while (lpr < 8 && lpr * 2 <= n_units && (total_rows * lpr + 31) / 32 < mv_target_blocks())
             lpr *= 2;
     int warps = (int)(n_units / lpr);
     warps = warps < 1 ? 1 : (warps > MV_WARPS ? MV_WARPS : warps);

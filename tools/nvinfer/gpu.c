@@ -17,7 +17,8 @@
 #include "nvl_driver.h"
 #include "nvl_sim.h"
 
-#define GPU_IO_QUEUES 4
+/* Queue pairs for the loader: enough for a drive (or the sim's threads) to work in parallel. */
+#define GPU_IO_QUEUES 8
 
 struct nvinfer_gpu_io {
     struct nvl_transport *transport;
