@@ -90,6 +90,9 @@ if [ -n "$MAKE_PREBUILT" ]; then
         basename "$wheels"/nvidia_cufile-*.whl >"$MAKE_PREBUILT/cufile/WHEEL"
         rm -rf "$wheels"
     fi
+    # The model runtime's programs (GPU inference, scripts/gpu-model-bench.sh) in DIR/model.
+    BUILD_DIR=$BUILD "$ROOT/scripts/gpu-model-bench.sh" --make-prebuilt "$MAKE_PREBUILT/model" ||
+        exit 1
     echo "gpu-bench: programs and libraries in $MAKE_PREBUILT"
     exit 0
 fi
@@ -248,3 +251,12 @@ tll_rate() { # the throughput figure test_layer_loader printed for its test N
     grep -ih "compat\|gds:" "$OUT/tll_gds_disk.out" "$OUT/tll_gds_disk_cufile_wheel.out" 2>/dev/null |
         head -4 | sed 's/^/    /'
 } | tee "$OUT/table.md"
+
+# GPU inference (issue 7): scripts/gpu-model-bench.sh runs the model runtime's tests and
+# benchmarks (synthetic 8B and 70B models) and prints its own table; step name "model".
+if [ -z "$STEPS" ] || [[ $STEPS == *",model,"* ]]; then
+    MODEL_ARGS=(--out "$OUT/model")
+    [ -n "$PREBUILT" ] && [ -d "$PREBUILT/model" ] && MODEL_ARGS+=(--prebuilt "$PREBUILT/model")
+    [ $QUICK = 1 ] && MODEL_ARGS+=(--quick)
+    "$ROOT/scripts/gpu-model-bench.sh" "${MODEL_ARGS[@]}"
+fi
