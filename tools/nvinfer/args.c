@@ -48,7 +48,7 @@ void nvinfer_usage(FILE *out)
         "      --seed S            random seed (default: drawn at start; -v shows it)\n"
         "  -t, --threads N         CPU threads (default: all online CPUs)\n"
         "  -c, --ctx N             context length in tokens (default: model's, max 4096)\n"
-        "  -b, --batch N           prompt tokens per forward pass (default 64)\n"
+        "  -b, --batch N           prompt tokens per forward pass (default 64; GPU 512)\n"
         "      --kv-f32            keep the KV cache in fp32 instead of fp16\n"
         "      --benchmark         measure prompt processing and generation speed\n"
         "  -v, --verbose           print the backend, data path, model and settings\n"

@@ -88,6 +88,14 @@ int nvinfer_run_prompt(const struct nvinfer_opts *o, struct nvinfer_model *m)
                 st.prompt_ns ? st.n_prompt / (st.prompt_ns / 1e9) : 0.0, st.n_generated,
                 st.generate_ns / 1e6,
                 st.generate_ns ? st.n_generated / (st.generate_ns / 1e9) : 0.0, stop_name(st.stop));
+    if (!rc && o->verbose && m->gpu) {
+        struct nvl_gpu_stats gst;
+        nvl_gpu_model_stats(m->gpu, &gst);
+        fprintf(stderr,
+                "nvinfer: time to first token: %.2f s (resident weights placed in %.2f s, prompt "
+                "%.1f ms)\n",
+                gst.load_seconds + st.prompt_ns / 1e9, gst.load_seconds, st.prompt_ns / 1e6);
+    }
     nvl_sampler_destroy(smp);
     free(ids);
     return rc ? 1 : 0;
