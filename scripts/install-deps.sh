@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
     build-essential cmake ninja-build pkg-config git clang clang-format llvm
+    # clang's sanitizer and libFuzzer runtimes (scripts/fuzz-gguf.sh)
+    libclang-rt-dev
     libcmocka-dev libpciaccess-dev liburing-dev libmicrohttpd-dev libcjson-dev libpcre2-dev
     python3 python3-venv python3-pip curl
     qemu-system-x86 qemu-utils busybox-static cpio kmod zstd
