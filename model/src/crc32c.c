@@ -2,6 +2,7 @@
  * Performance Software-Based CRC Generators", 2005) and the SSE4.2 crc32 instruction. */
 #include "nvl_model/crc32c.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
@@ -126,3 +127,16 @@ const char *nvl_crc32c_impl(void)
 #endif
     return "slice-by-8";
 }
+
+#ifndef NVL_HAVE_CUDA
+/* Without CUDA there is no GPU to compute on (the CUDA build has model/kernels/crc32c.cu). */
+int nvl_crc32c_gpu(uint32_t crc, const void *buf, uint64_t len, void *stream, uint32_t *out)
+{
+    (void)crc;
+    (void)buf;
+    (void)len;
+    (void)stream;
+    (void)out;
+    return -ENOTSUP;
+}
+#endif

@@ -118,14 +118,11 @@ const struct nvl_disk_extent *nvl_disk_image_extents(const struct nvl_disk_image
     return img->ext;
 }
 
-/* Checks extent i of buf, which has just arrived. */
-static int verify_extent(const struct nvl_disk_image *img, uint32_t i, const uint8_t *buf,
-                         char *err, size_t err_len)
+/* -EBADMSG naming extent i, whose bytes gave crc. */
+static int crc_mismatch(const struct nvl_disk_image *img, uint32_t i, uint32_t crc, char *err,
+                        size_t err_len)
 {
     const struct nvl_disk_extent *e = &img->ext[i];
-    const uint32_t crc = nvl_crc32c(0, buf + e->offset, e->bytes);
-    if (crc == e->crc32c)
-        return 0;
     const uint64_t first = img->h.gguf_offset + e->offset;
     const uint64_t last = first + e->bytes - 1;
     const uint32_t lba = nvl_loader_block_size(img->loader);
@@ -136,6 +133,15 @@ static int verify_extent(const struct nvl_disk_image *img, uint32_t i, const uin
                           " of %u bytes)",
                           nvl_disk_extent_name(e, name, sizeof(name)), crc, e->crc32c, e->bytes,
                           first, first / lba, last / lba, lba);
+}
+
+/* Checks extent i of buf, which has just arrived. */
+static int verify_extent(const struct nvl_disk_image *img, uint32_t i, const uint8_t *buf,
+                         char *err, size_t err_len)
+{
+    const struct nvl_disk_extent *e = &img->ext[i];
+    const uint32_t crc = nvl_crc32c(0, buf + e->offset, e->bytes);
+    return crc == e->crc32c ? 0 : crc_mismatch(img, i, crc, err, err_len);
 }
 
 int nvl_disk_image_read_gguf(struct nvl_disk_image *img, bool verify, void **data, uint64_t *len,
@@ -199,6 +205,72 @@ int nvl_disk_image_read_gguf(struct nvl_disk_image *img, bool verify, void **dat
     *data = buf;
     *len = img->h.gguf_bytes;
     return 0;
+}
+
+int nvl_disk_image_verify(struct nvl_disk_image *img, struct nvl_disk_read_stats *st, bool *on_gpu,
+                          char *err, size_t err_len)
+{
+    struct nvl_loader *l = img->loader;
+    const uint32_t block = nvl_loader_block_size(l);
+    const double t0 = now_s();
+    double crc_s = 0.0;
+    uint32_t reads = 0;
+    int rc = 0;
+
+    if (nvl_loader_slot_count(l) < 1 || nvl_loader_slot_bytes(l) < 2ull * block)
+        return nvl__disk_fail(err, err_len, -EINVAL,
+                              "the loader has no slot to verify the image through");
+    /* A piece leaves a block of the slot free for a start that is not block-aligned. */
+    const uint64_t piece_max = (nvl_loader_slot_bytes(l) - block) / block * block;
+    uint8_t *dev = nvl_loader_slot_device(l, 0);
+    const uint8_t *host = nvl_loader_slot_host(l, 0);
+    /* The GPU checks what the GPU path reads: the slot through its device mapping. */
+    bool gpu = dev != NULL;
+    for (uint32_t i = 0; i < img->h.n_extents && !rc; i++) {
+        const struct nvl_disk_extent *e = &img->ext[i];
+        char name[32];
+        uint32_t crc = 0;
+        for (uint64_t done = 0; done < e->bytes && !rc;) {
+            const uint64_t len = e->bytes - done < piece_max ? e->bytes - done : piece_max;
+            struct nvl_extent x = {img->h.gguf_offset + e->offset + done, len};
+            struct nvl_read *rd;
+            struct nvl_read_stats rs;
+            if ((rc = nvl_loader_read_async(l, &x, 1, nvl_dst_slot(0), &rd))) {
+                nvl__disk_fail(err, err_len, rc, "cannot read %s from the drive: %s",
+                               nvl_disk_extent_name(e, name, sizeof(name)), nvl_strerror(rc));
+                break;
+            }
+            const uint64_t at = nvl_read_offset(rd, 0);
+            if ((rc = nvl_loader_wait(rd, &rs))) {
+                nvl__disk_fail(err, err_len, rc, "reading %s from the drive failed: %s%s",
+                               nvl_disk_extent_name(e, name, sizeof(name)), nvl_strerror(rc),
+                               rs.nvme_status ? " (NVMe error status)" : "");
+                break;
+            }
+            reads++;
+            const double c0 = now_s();
+            if (gpu) {
+                if ((rc = nvl_crc32c_gpu(crc, dev + at, len, NULL, &crc)))
+                    nvl__disk_fail(err, err_len, rc, "CRC32C of %s on the GPU failed: %s",
+                                   nvl_disk_extent_name(e, name, sizeof(name)), nvl_strerror(rc));
+            } else {
+                crc = nvl_crc32c(crc, host + at, len);
+            }
+            crc_s += now_s() - c0;
+            done += len;
+        }
+        if (!rc && crc != e->crc32c)
+            rc = crc_mismatch(img, i, crc, err, err_len);
+    }
+    if (st) {
+        st->bytes = img->h.gguf_bytes;
+        st->seconds = now_s() - t0;
+        st->crc_seconds = crc_s;
+        st->reads = reads;
+    }
+    if (on_gpu)
+        *on_gpu = gpu;
+    return rc;
 }
 
 /* ---- same model? ------------------------------------------------------------------------- */

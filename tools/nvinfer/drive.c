@@ -136,7 +136,9 @@ int nvinfer_drive_load(const struct nvinfer_opts *o, struct nvl_llama_model **ou
                 h->model_name, h->arch, h->gguf_bytes / 1e6,
                 (unsigned long long)(h->gguf_offset / nvl_loader_block_size(d.loader)), h->n_layers,
                 h->writer);
-    if ((rc = nvl_disk_image_read_gguf(img, o->verify, &data, &len, &st, err, sizeof(err)))) {
+    /* On the GPU path nvinfer_gpu_open() checks every extent as the GPU path reads it. */
+    const bool verify = o->verify && !nvinfer_gpu_wanted(o, NULL, 0);
+    if ((rc = nvl_disk_image_read_gguf(img, verify, &data, &len, &st, err, sizeof(err)))) {
         fprintf(stderr, "nvinfer: %s: %s\n", o->model, err);
         goto err_destroy_image;
     }
@@ -146,8 +148,8 @@ int nvinfer_drive_load(const struct nvinfer_opts *o, struct nvl_llama_model **ou
                 "%.2f s (%.2f GB/s)%s",
                 o->model, nvl_loader_backend_name(d.loader), nvl_loader_reason(d.loader),
                 st.bytes / 1e6, st.seconds, st.seconds > 0 ? st.bytes / st.seconds / 1e9 : 0.0,
-                o->verify ? ", CRC32C of every extent checked" : "\n");
-    if (o->verbose && o->verify)
+                verify ? ", CRC32C of every extent checked" : "\n");
+    if (o->verbose && verify)
         fprintf(stderr, " (%s, %.2f s)\n", nvl_crc32c_impl(), st.crc_seconds);
     nvl_disk_image_destroy(img);
     img = NULL;

@@ -214,6 +214,25 @@ int nvinfer_gpu_open(const struct nvinfer_opts *o, struct nvinfer_model *m)
             goto err_close;
         }
         io->base = nvl_disk_image_header(img)->gguf_offset;
+        if (o->verify) {
+            /* The bytes the GPU path reads, checked where they land (drive.c read the model's
+             * metadata without checking, leaving this to the GPU). */
+            struct nvl_disk_read_stats st;
+            bool on_gpu = false;
+            rc = nvl_disk_image_verify(img, &st, &on_gpu, err, sizeof(err));
+            if (rc) {
+                fprintf(stderr, "nvinfer: %s: %s\n", o->model, err);
+                nvl_disk_image_destroy(img);
+                goto err_close;
+            }
+            if (o->verbose)
+                fprintf(stderr,
+                        "nvinfer: verify: CRC32C of all %u extents checked on the %s, read "
+                        "through the %s loader into a slot: %.1f MB in %.2f s (CRC %.3f s)\n",
+                        nvl_disk_image_header(img)->n_extents, on_gpu ? "GPU" : "CPU",
+                        nvl_loader_backend_name(io->loader), st.bytes / 1e6, st.seconds,
+                        st.crc_seconds);
+        }
         nvl_disk_image_destroy(img);
     }
 

@@ -20,6 +20,12 @@ uint32_t nvl_crc32c(uint32_t crc, const void *data, size_t len);
 /* The portable slice-by-8 implementation (for tests and benchmarks). */
 uint32_t nvl_crc32c_sw(uint32_t crc, const void *data, size_t len);
 
+/* nvl_crc32c() computed on the current CUDA device over len bytes at buf, an address the device
+ * can read (device memory, or pinned host memory mapped for it, such as a loader slot). stream is
+ * a cudaStream_t to run on, or NULL for a private one; the call waits for the result. Returns 0
+ * with the new value in *out, -ENOTSUP in a build without CUDA, -EINVAL, or -EIO after a CUDA
+ * error (logged). model/kernels/crc32c.cu. */
+int nvl_crc32c_gpu(uint32_t crc, const void *buf, uint64_t len, void *stream, uint32_t *out);
 /* "sse4.2" or "slice-by-8": what nvl_crc32c() uses on this CPU. */
 const char *nvl_crc32c_impl(void);
 

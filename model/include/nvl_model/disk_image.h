@@ -186,6 +186,16 @@ struct nvl_disk_read_stats {
 int nvl_disk_image_read_gguf(struct nvl_disk_image *img, bool verify, void **data, uint64_t *len,
                              struct nvl_disk_read_stats *st, char *err, size_t err_len);
 
+/* --verify on the GPU path: reads every extent through the image's loader into its slot 0 (in
+ * slot-sized pieces) and checks its CRC32C where the bytes landed: on the GPU over the slot's
+ * device mapping (nvl_crc32c_gpu(), crc32c.h) when the loader has one (gpu-nvme, or any backend
+ * in a CUDA build with a GPU), else on the CPU; *on_gpu (may be NULL) says which. A mismatch
+ * fails with -EBADMSG and the same message as nvl_disk_image_read_gguf() ("layer 4 is corrupt on
+ * the drive: ..."). Slot 0 must not be in use. st (may be NULL) gets bytes, time, CRC time and
+ * the number of reads. */
+int nvl_disk_image_verify(struct nvl_disk_image *img, struct nvl_disk_read_stats *st, bool *on_gpu,
+                          char *err, size_t err_len);
+
 /* Whether the model in `drive` (read from an image) is the one in `file`: the same metadata
  * (general.alignment apart: packing changes it), the same tensors with the same types and
  * shapes, and byte-identical tensor data. Returns 0 when it is, else -ESTALE with the first
