@@ -241,9 +241,11 @@ udev_prepare() {
     # the volume; nothing in nvload reads it.
     fstype=$(findmnt -n -o FSTYPE -T "$DISK_FILE" 2>/dev/null ||
         awk -v d="$maj:$min" '$3 == d { for (i = 7; i <= NF; i++) if ($i == "-") { print $(i + 1); exit } }' /proc/self/mountinfo)
+    [ -d /run/udev ] || UDEV_DIRS="/run/udev/data /run/udev"
+    [ -d /run/udev/data ] || UDEV_DIRS=${UDEV_DIRS:-/run/udev/data}
     mkdir -p /run/udev/data || return 0
     {
-        echo "I:$(awk '{ printf "%d", $1 * 1000000 }' /proc/uptime)"
+        echo "I:$(awk '{ printf "%.0f", $1 * 1000000 }' /proc/uptime)"
         echo "E:ID_FS_TYPE=${fstype:-ext4}"
         echo "E:ID_FS_USAGE=filesystem"
         uuid=$(blkid -s UUID -o value "/dev/block/$maj:$min" 2>/dev/null) && [ -n "$uuid" ] &&
@@ -255,8 +257,9 @@ udev_prepare() {
         "record of the block device $maj:$min holding $DISK_FILE: $(grep -c . "$rec") lines," \
         "ID_FS_TYPE=${fstype:-ext4}, ID_FS_USAGE=filesystem); removed at exit"
 }
-UDEV_WRITTEN=""
-trap '[ -n "$UDEV_WRITTEN" ] && rm -f "$UDEV_WRITTEN"' EXIT
+UDEV_WRITTEN="" UDEV_DIRS=""
+# What the benchmark-environment step wrote goes again at exit: the machine is left as found.
+trap '[ -n "$UDEV_WRITTEN" ] && rm -f "$UDEV_WRITTEN" && for d in $UDEV_DIRS; do rmdir "$d"; done' EXIT
 if [ -z "$STEPS" ] || [[ $STEPS == *",tll_gds_disk,"* ]] || [[ $STEPS == *",test_backend_gds,"* ]] ||
     [[ $STEPS == *",model,"* ]]; then
     udev_prepare >"$OUT/udev.out" 2>&1
@@ -311,7 +314,7 @@ if [ -n "$STORIES" ]; then
             "$BIN/nvload-setup" "$OUT/stories260K-q8_0.gguf" "Once upon a time" 64
     fi
 fi
-SMOL10=$(ls "$ROOT"/.jdev/SmolLM2*.gguf "$PREBUILT"/models/SmolLM2*.gguf 2>/dev/null | head -1)
+SMOL10=$(ls "$ROOT"/.jdev/SmolLM2*.gguf "$PREBUILT"/models/SmolLM2*.gguf "$ROOT"/.cache/models/SmolLM2*.gguf 2>/dev/null | head -1)
 if [ -n "$SMOL10" ]; then
     step image_smollm2 200 "$ROOT/scripts/gpu-image-check.sh" "$MBIN/nvinfer" "$BIN/nvload-setup" \
         "$SMOL10" "The capital of France" 16
@@ -371,6 +374,12 @@ tll_rate() { # the throughput figure test_layer_loader printed for its test N
 if [ -z "$STEPS" ] || [[ $STEPS == *",model,"* ]]; then
     MODEL_ARGS=(--out "$OUT/model")
     [ -n "$PREBUILT" ] && [ -d "$PREBUILT/model" ] && MODEL_ARGS+=(--prebuilt "$PREBUILT/model")
+    # The correctness tests' models: stories260K and a SmolLM2 (or a cut of it, .jdev) found above.
+    mkdir -p "$OUT/models"
+    for f in "$STORIES" "$SMOL10"; do
+        [ -n "$f" ] && ln -sf "$f" "$OUT/models/"
+    done
+    MODEL_ARGS+=(--models "$OUT/models")
     [ $QUICK = 1 ] && MODEL_ARGS+=(--quick)
     [ $QUICK = 1 ] && [ -z "$MODEL_STEPS" ] && MODEL_STEPS=tests,stream
     [ -n "$MODEL_STEPS" ] && MODEL_ARGS+=(--steps "$MODEL_STEPS")
@@ -406,5 +415,9 @@ fi
         tll_gds*) grep -qi "compatibility mode" "$OUT/$n.out" 2>/dev/null && extra="$extra, compatibility mode" ;;
         esac
         echo "| $n | ${STEP_RESULTS[$i]}${extra:+ ($extra)} | ${STEP_SECS[$i]} |"
+        if [[ $n == image_* ]]; then # the checks themselves, one row each
+            grep -E '^(PASS|FAIL) ' "$OUT/$n.out" | cut -c 1-150 | sed 's/|/:/g' |
+                awk '{ r = $1; $1 = ""; printf "|  %s |%s | |\n", r, $0 }'
+        fi
     done
 } | tee -a "$OUT/table.md"
