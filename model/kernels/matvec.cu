@@ -1,60 +1,138 @@
 /* Fused dequantize + matrix-vector product (decode, and batches below the GEMM threshold).
  *
- * Layout: a block of up to MV_WARPS warps owns 32 / LPR consecutive rows; LPR lanes of a warp
- * share a row, and the (warp, lane group) slots deal the row's units (qblock.cuh) among them.
- * Every activation load is then the same address for the lanes of one slot column (a
- * broadcast), each lane streams its own units with 16-byte loads, and the partial sums are added
- * across lanes (a fixed butterfly) and across warps (in warp order, through shared memory): a
- * deterministic sum with no atomics. LPR grows for small matrices so that every launch spreads
- * over several hundred blocks. Up to MV_TOK tokens are handled per pass, so a small batch reads
- * each weight once per MV_TOK tokens. Q/K/V and gate/up go out as one launch (a group).
+ * Layout: LPR lanes of a warp own a row (RPW = 32 / LPR rows per warp, MV_WARPS warps per
+ * block by default), and the row is read in chunks of LPR units (qblock.cuh: a unit is NB whole
+ * weight blocks). Each chunk is first copied from global to shared memory by the whole warp with
+ * 16-byte asynchronous copies (cp.async), lane i taking bytes [16 i, 16 i + 16) of each 512-byte
+ * stretch, so every warp-wide load reads whole 32-byte sectors of one contiguous span and the
+ * copies of a chunk are all in flight at once without holding registers. Then lane j of the row's
+ * group takes unit j of the chunk from shared memory into registers and dots it with its
+ * activations. The quantized activations of the block's tokens are staged in shared memory
+ * once per block (each lane reads a different unit's activation, which from global memory would
+ * touch several cache lines per load); fp32 activations (F32/F16/BF16 weights) are read from
+ * global memory, coalesced, with 16-byte loads.
  *
- * Memory parallelism: each lane has one unit (up to 272 bytes) in flight per step; with 8 warps
- * per block and several blocks per SM that is tens of KB in flight per SM, more than HBM needs
- * to stay busy. */
+ * Sums: each lane accumulates its units in chunk order, then the row's lanes add up with a
+ * fixed butterfly. No atomics, and the launch shape depends only on the matrices' shapes, so the
+ * result is the same on every run and for every placement of the weights. Q/K/V and gate/up go
+ * out as one launch (a group); up to MV_TOK tokens share one pass over the weights. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kcommon.cuh"
+#include "nvl_driver/log.h"
 #include "qblock.cuh"
 
-#define MV_WARPS 8
-#define MV_TOK   4
+#define MV_WARPS     8  /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
+#define MV_MAX_WARPS 16 /* the most NVL_MV_WARPS may ask for (the register budget) */
+#define MV_TOK       4
+#define MV_PAD       16 /* bytes after each staged span: the 2-byte-aligned unit loads read past it */
 
-/* Loads UB bytes at p into w (UB even, p 2-byte aligned): 16-byte loads when p is 16-byte
- * aligned and UB a multiple of 16, otherwise aligned 4-byte loads, shifted by a half word when
- * p is not 4-byte aligned. Never reads a 4-byte word that holds none of the unit's bytes. */
-template <int UB> static __device__ __forceinline__ void mv_load(const uint8_t *p, uint32_t *w)
+/* Blocks per unit on the fast path: units of 8 to 16-byte multiples, so that a unit comes out of
+ * shared memory with 16- or 8-byte loads and a chunk of 32 units is a few KB. */
+template <int T> static constexpr int mv_fast_blocks()
+{
+    return T == NVL_GGML_TYPE_Q5_1                                                           ? 2
+           : (T == NVL_GGML_TYPE_Q4_K || T == NVL_GGML_TYPE_Q5_K || T == NVL_GGML_TYPE_Q6_K) ? 1
+           : k_type<T>::block_elems == 1                                                     ? 8
+                                                                                             : 4;
+}
+
+static __device__ __forceinline__ void mv_cp_async16(uint8_t *dst, const uint8_t *src)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(d), "l"(src)
+                 : "memory");
+}
+
+static __device__ __forceinline__ void mv_cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+/* Copies n bytes (n even) from global src to shared dst (16-byte aligned), thread tid of nthr:
+ * asynchronous 16-byte copies when src is 16-byte aligned, 2-byte loads for the rest. The
+ * caller waits (mv_cp_async_wait) and synchronizes before reading dst. */
+static __device__ __forceinline__ void mv_stage(uint8_t *dst, const uint8_t *src, int n, int tid,
+                                                int nthr)
+{
+    int done = 0;
+    if (((uintptr_t)src & 15) == 0) {
+        const int n16 = n >> 4;
+        for (int i = tid; i < n16; i += nthr)
+            mv_cp_async16(dst + 16 * i, src + 16 * i);
+        done = n16 << 4;
+    }
+    for (int i = (done >> 1) + tid; i < (n >> 1); i += nthr)
+        ((uint16_t *)dst)[i] = __ldg((const unsigned short *)src + i);
+}
+
+/* Loads the UB-byte unit at p (shared memory, 2-byte aligned) into w: the widest loads the
+ * unit's alignment allows; a 2-byte-aligned unit (Q6_K) through aligned words and funnel shifts
+ * (reads up to 6 bytes past the unit: MV_PAD). */
+template <int UB> static __device__ __forceinline__ void mv_lds(const uint8_t *p, uint32_t *w)
 {
     constexpr int NW = (UB + 3) / 4;
-    const uintptr_t a = (uintptr_t)p;
-    if (UB % 16 == 0 && (a & 15) == 0) {
+    if constexpr (UB % 16 == 0) {
         const uint4 *v = (const uint4 *)p;
 #pragma unroll
         for (int i = 0; i < UB / 16; i++) {
-            const uint4 t = __ldg(v + i);
+            const uint4 t = v[i];
             w[4 * i + 0] = t.x;
             w[4 * i + 1] = t.y;
             w[4 * i + 2] = t.z;
             w[4 * i + 3] = t.w;
         }
-    } else if ((a & 3) == 0) {
+    } else if constexpr (UB % 8 == 0) {
+        const uint2 *v = (const uint2 *)p;
+#pragma unroll
+        for (int i = 0; i < UB / 8; i++) {
+            const uint2 t = v[i];
+            w[2 * i + 0] = t.x;
+            w[2 * i + 1] = t.y;
+        }
+    } else if constexpr (UB % 4 == 0) {
         const uint32_t *v = (const uint32_t *)p;
 #pragma unroll
         for (int i = 0; i < NW; i++)
-            w[i] = __ldg(v + i);
+            w[i] = v[i];
     } else {
-        constexpr int NA = (UB + 2 + 3) / 4;
-        const uint32_t *v = (const uint32_t *)(p - 2);
-        uint32_t t[NA];
+        const uint32_t *v = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+        const unsigned sh = (unsigned)((uintptr_t)p & 2) * 8u;
+        uint32_t t[NW + 1];
 #pragma unroll
-        for (int i = 0; i < NA; i++)
-            t[i] = __ldg(v + i);
+        for (int i = 0; i < NW + 1; i++)
+            t[i] = v[i];
 #pragma unroll
         for (int i = 0; i < NW; i++)
-            w[i] = __funnelshift_r(t[i], i + 1 < NA ? t[i + 1] : 0u, 16);
+            w[i] = __funnelshift_r(t[i], t[i + 1], sh);
     }
+}
+
+/* acc += a unit of NB plain weights (F32/F16/BF16) times fp32 activations at xp (global). */
+template <int T, int NB>
+static __device__ __forceinline__ void mv_plain_dot(const uint32_t *w, const uint8_t *xp,
+                                                    float &acc)
+{
+    float xv[NB];
+    if (NB % 4 == 0 && ((uintptr_t)xp & 15) == 0) {
+#pragma unroll
+        for (int i = 0; i < NB / 4; i++) {
+            const float4 f = __ldg((const float4 *)xp + i);
+            xv[4 * i + 0] = f.x;
+            xv[4 * i + 1] = f.y;
+            xv[4 * i + 2] = f.z;
+            xv[4 * i + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < NB; j++)
+            xv[j] = __ldg((const float *)xp + j);
+    }
+#pragma unroll
+    for (int j = 0; j < NB; j++)
+        acc += k_plain<T>(w, j) * xv[j];
 }
 
 /* The matrices of one launch: up to NVL_K_MV_GROUP products with the same type, row length and
@@ -68,96 +146,176 @@ struct mv_group {
     int64_t block_end[NVL_K_MV_GROUP];
 };
 
-/* LPR lanes share a row: a warp covers 32 / LPR rows, and the row's units are dealt to the
- * nw * LPR (warp, lane group) slots of the block. Small matrices get more lanes per row, so that
- * every matrix spreads over several hundred blocks. */
+/* Shared memory of one warp: RPW row spans of LPR units, each followed by MV_PAD bytes. */
+template <int UB, int LPR> struct mv_span {
+    static constexpr int value = (LPR * UB + 15) / 16 * 16 + MV_PAD;
+};
+
 template <int T, int NB, int NT, int LPR>
-static __global__ void __launch_bounds__(MV_WARPS * 32)
+static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
     k_matvec(const struct mv_group g, int64_t n_units, const uint8_t *__restrict__ x,
-             size_t x_stride, bool accumulate)
+             size_t x_stride, uint32_t x_pad, bool accumulate)
 {
     constexpr int UB = NB * k_type<T>::block_bytes;
     constexpr int NW = (UB + 3) / 4;
     constexpr int XU = NB * K_ACT_BLOCK_BYTES(T);
-    constexpr int RPW = 32 / LPR; /* rows per block */
-    __shared__ float red[NT][MV_WARPS][RPW];
+    constexpr bool XS = k_type<T>::act != NVL_K_ACT_F32; /* activations staged */
+    constexpr int RPW = 32 / LPR;
+    constexpr int SPAN = mv_span<UB, LPR>::value;
+    extern __shared__ __align__(16) uint8_t mv_smem[];
 
     int m = 0;
     while (m < NVL_K_MV_GROUP - 1 && (int64_t)blockIdx.x >= g.block_end[m])
         m++;
     const int64_t blk = (int64_t)blockIdx.x - (m ? g.block_end[m - 1] : 0);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    const int r_in = lane % RPW, sub = lane / RPW;
-    const int64_t row = blk * RPW + r_in;
-    const int64_t slots = (int64_t)nw * LPR;
+    const int grp = lane / LPR, gl = lane % LPR;
+    const int64_t row0 = (blk * nw + warp) * RPW;
+    const int64_t left = g.rows[m] - row0;
+    const int nrows = left < 0 ? 0 : (left < RPW ? (int)left : RPW);
+    const uint64_t row_bytes = g.row_bytes[m];
+    const uint8_t *wbase = g.w[m] + (uint64_t)(row0 < g.rows[m] ? row0 : 0) * row_bytes;
+    uint8_t *xs = mv_smem;
+    uint8_t *ws = mv_smem + (XS ? (size_t)NT * x_pad : 0) + (size_t)warp * RPW * SPAN;
+
+    if (XS) {
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+            mv_stage(xs + (size_t)t * x_pad, x + (size_t)t * x_stride, (int)(n_units * XU),
+                     threadIdx.x, blockDim.x);
+    }
+    const int64_t n_chunks = (n_units + LPR - 1) / LPR;
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
 
-    if (row < g.rows[m]) {
-        const uint8_t *wr = g.w[m] + (uint64_t)row * g.row_bytes[m];
-        for (int64_t u = (int64_t)warp * LPR + sub; u < n_units; u += slots) {
+    for (int64_t c = 0; c < n_chunks; c++) {
+        const int64_t u0 = c * LPR;
+        const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
+        if (c > 0)
+            __syncwarp(); /* every lane is done with the previous chunk */
+        for (int r = 0; r < nrows; r++)
+            mv_stage(ws + r * SPAN, wbase + r * row_bytes + (uint64_t)u0 * UB, cu * UB, lane, 32);
+        mv_cp_async_wait();
+        if (c == 0)
+            __syncthreads(); /* the activations too */
+        else
+            __syncwarp();
+        if (grp < nrows && gl < cu) {
             uint32_t w[NW];
-            mv_load<UB>(wr + (uint64_t)u * UB, w);
+            mv_lds<UB>(ws + grp * SPAN + gl * UB, w);
+            const int64_t u = u0 + gl;
 #pragma unroll
-            for (int t = 0; t < NT; t++)
-                k_unit_dot<T, NB>(w, x + (size_t)t * x_stride + (size_t)u * XU, acc[t]);
+            for (int t = 0; t < NT; t++) {
+                if (XS)
+                    k_unit_dot<T, NB>(w, xs + (size_t)t * x_pad + (size_t)u * XU, acc[t]);
+                else
+                    mv_plain_dot<T, NB>(w, x + (size_t)t * x_stride + (size_t)u * XU, acc[t]);
+            }
         }
     }
-    /* The lanes of a row, then the warps, each in a fixed order. */
+    /* The row's lanes, in a fixed order. */
 #pragma unroll
     for (int t = 0; t < NT; t++) {
 #pragma unroll
-        for (int o = RPW; o < 32; o <<= 1)
+        for (int o = LPR / 2; o > 0; o >>= 1)
             acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
-        if (sub == 0)
-            red[t][warp][r_in] = acc[t];
     }
-    __syncthreads();
-    if (warp == 0 && sub == 0 && row < g.rows[m]) {
+    if (gl == 0 && grp < nrows) {
+        const int64_t row = row0 + grp;
 #pragma unroll
         for (int t = 0; t < NT; t++) {
-            float s = red[t][0][r_in];
-            for (int j = 1; j < nw; j++)
-                s += red[t][j][r_in];
             float *dst = g.y[m] + (size_t)t * g.y_stride[m] + row;
-            *dst = accumulate ? *dst + s : s;
+            *dst = accumulate ? *dst + acc[t] : acc[t];
         }
     }
 }
 
-/* Blocks the launch should spread over, whatever the matrix: several per SM
- * (NVL_MV_TARGET_BLOCKS overrides it, for tuning). */
-#define MV_TARGET_BLOCKS 512
-
-static int64_t mv_target_blocks(void)
+/* Warps per block: MV_WARPS, or NVL_MV_WARPS (1 to MV_MAX_WARPS) for tuning. */
+static int mv_warps(void)
 {
-    static int64_t target;
-    if (!target) {
-        const char *v = getenv("NVL_MV_TARGET_BLOCKS");
+    static int warps;
+    if (!warps) {
+        const char *v = getenv("NVL_MV_WARPS");
         const long n = v ? atol(v) : 0;
-        target = n > 0 ? n : MV_TARGET_BLOCKS;
+        warps = n >= 1 && n <= MV_MAX_WARPS ? (int)n : MV_WARPS;
     }
-    return target;
+    return warps;
+}
+
+/* Largest dynamic shared memory a block may have on this device. */
+static size_t mv_smem_limit(void)
+{
+    static size_t limit;
+    if (!limit) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+                cudaSuccess ||
+            v < 48 * 1024)
+            v = 48 * 1024;
+        limit = (size_t)v;
+    }
+    return limit;
+}
+
+/* Lanes per row: the smallest of 8, 16, 32 that covers the row's units (short rows share a
+ * warp, so that lanes are not left idle). */
+static int mv_lpr(int64_t n_units)
+{
+    return n_units <= 8 ? 8 : (n_units <= 16 ? 16 : 32);
+}
+
+template <int T, int NB> static size_t mv_x_pad(int64_t n_units)
+{
+    return k_type<T>::act == NVL_K_ACT_F32
+               ? 0
+               : ((size_t)n_units * NB * K_ACT_BLOCK_BYTES(T) + 15) / 16 * 16;
+}
+
+template <int T, int NB, int NT> static size_t mv_smem_bytes(int64_t n_units, int warps)
+{
+    constexpr int UB = NB * k_type<T>::block_bytes;
+    const int lpr = mv_lpr(n_units);
+    const size_t span = lpr == 8 ? mv_span<UB, 8>::value
+                                 : (lpr == 16 ? mv_span<UB, 16>::value : mv_span<UB, 32>::value);
+    return NT * mv_x_pad<T, NB>(n_units) + (size_t)warps * (32 / lpr) * span;
+}
+
+template <int T, int NB, int NT, int LPR>
+static int mv_go(const struct mv_group &g, int64_t n_units, const uint8_t *x, size_t x_stride,
+                 bool accumulate, int warps, size_t smem, cudaStream_t stream)
+{
+    static size_t opted; /* per kernel: the dynamic shared memory it was allowed */
+    if (smem > 48 * 1024 && smem > opted) {
+        const size_t lim = mv_smem_limit();
+        if (cudaFuncSetAttribute(k_matvec<T, NB, NT, LPR>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)lim) != cudaSuccess)
+            return -EIO;
+        opted = lim;
+    }
+    k_matvec<T, NB, NT, LPR>
+        <<<(unsigned)g.block_end[NVL_K_MV_GROUP - 1], warps * 32, smem, stream>>>(
+            g, n_units, x, x_stride, (uint32_t)mv_x_pad<T, NB>(n_units), accumulate);
+    return 0;
 }
 
 /* Launches the group for type T over tokens [t0, t0 + NT). The shape (lanes per row, warps)
  * depends only on the matrices' shapes. */
 template <int T, int NB, int NT>
-static void mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStream_t stream)
+static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStream_t stream)
 {
     const int64_t n_units = mm[0].k / ((int64_t)NB * k_type<T>::block_elems);
-    int64_t total_rows = 0;
-    for (int i = 0; i < n; i++)
-        total_rows += mm[i].rows;
-    int lpr = 1;
-    if (NT == 1)
-        while (lpr < 8 && lpr * 2 <= n_units && (total_rows * lpr + 31) / 32 < mv_target_blocks())
-            lpr *= 2;
-    int warps = (int)(n_units / lpr);
-    warps = warps < 1 ? 1 : (warps > MV_WARPS ? MV_WARPS : warps);
-    const int rpw = 32 / lpr;
+    const int lpr = mv_lpr(n_units), rpw = 32 / lpr;
+    int warps = mv_warps();
+    while (warps > 1 && mv_smem_bytes<T, NB, NT>(n_units, warps) > mv_smem_limit())
+        warps--;
+    const size_t smem = mv_smem_bytes<T, NB, NT>(n_units, warps);
+    if (smem > mv_smem_limit())
+        return -E2BIG;
+    const int64_t rows_per_block = (int64_t)warps * rpw;
     struct mv_group g;
     memset(&g, 0, sizeof(g));
     int64_t end = 0;
@@ -168,49 +326,40 @@ static void mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStre
             g.rows[i] = mm[i].rows;
             g.y[i] = mm[i].y + (size_t)t0 * mm[i].y_stride;
             g.y_stride[i] = mm[i].y_stride;
-            end += (mm[i].rows + rpw - 1) / rpw;
+            end += (mm[i].rows + rows_per_block - 1) / rows_per_block;
         }
         g.block_end[i] = end;
     }
     const uint8_t *x = (const uint8_t *)mm[0].x + (size_t)t0 * mm[0].x_stride;
-    const dim3 grid((unsigned)end), block((unsigned)(warps * 32));
+    const size_t xs = mm[0].x_stride;
+    const bool acc = mm[0].accumulate;
     switch (lpr) {
-    case 1:
-        k_matvec<T, NB, NT, 1>
-            <<<grid, block, 0, stream>>>(g, n_units, x, mm[0].x_stride, mm[0].accumulate);
-        break;
-    case 2:
-        k_matvec<T, NB, 1, 2>
-            <<<grid, block, 0, stream>>>(g, n_units, x, mm[0].x_stride, mm[0].accumulate);
-        break;
-    case 4:
-        k_matvec<T, NB, 1, 4>
-            <<<grid, block, 0, stream>>>(g, n_units, x, mm[0].x_stride, mm[0].accumulate);
-        break;
+    case 8:
+        return mv_go<T, NB, NT, 8>(g, n_units, x, xs, acc, warps, smem, stream);
+    case 16:
+        return mv_go<T, NB, NT, 16>(g, n_units, x, xs, acc, warps, smem, stream);
     default:
-        k_matvec<T, NB, 1, 8>
-            <<<grid, block, 0, stream>>>(g, n_units, x, mm[0].x_stride, mm[0].accumulate);
-        break;
+        return mv_go<T, NB, NT, 32>(g, n_units, x, xs, acc, warps, smem, stream);
     }
 }
 
-template <int T> static void mv_type(const struct nvl_k_matmul *mm, int n, cudaStream_t stream)
+template <int T> static int mv_type(const struct nvl_k_matmul *mm, int n, cudaStream_t stream)
 {
-    constexpr int FB = k_type<T>::fast_blocks;
+    constexpr int FB = mv_fast_blocks<T>();
     const bool fast = mm[0].k % ((int64_t)FB * k_type<T>::block_elems) == 0;
     int32_t t = 0;
-    for (; t + MV_TOK <= mm[0].n_tok; t += MV_TOK) {
-        if (fast)
-            mv_launch<T, FB, MV_TOK>(mm, n, t, stream);
-        else
-            mv_launch<T, 1, MV_TOK>(mm, n, t, stream);
-    }
-    for (; t < mm[0].n_tok; t++) {
-        if (fast)
-            mv_launch<T, FB, 1>(mm, n, t, stream);
-        else
-            mv_launch<T, 1, 1>(mm, n, t, stream);
-    }
+    int rc = 0;
+    /* Several tokens per pass while their activations fit in shared memory. */
+    const bool multi =
+        fast ? mv_smem_bytes<T, FB, MV_TOK>(mm[0].k / (FB * k_type<T>::block_elems), 1) <=
+                   mv_smem_limit()
+             : mv_smem_bytes<T, 1, MV_TOK>(mm[0].k / k_type<T>::block_elems, 1) <= mv_smem_limit();
+    for (; multi && rc == 0 && t + MV_TOK <= mm[0].n_tok; t += MV_TOK)
+        rc = fast ? mv_launch<T, FB, MV_TOK>(mm, n, t, stream)
+                  : mv_launch<T, 1, MV_TOK>(mm, n, t, stream);
+    for (; rc == 0 && t < mm[0].n_tok; t++)
+        rc = fast ? mv_launch<T, FB, 1>(mm, n, t, stream) : mv_launch<T, 1, 1>(mm, n, t, stream);
+    return rc;
 }
 
 extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStream_t stream)
@@ -224,42 +373,48 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
             mm[i].x_stride != mm[0].x_stride || mm[i].n_tok != mm[0].n_tok ||
             mm[i].accumulate != mm[0].accumulate)
             return -EINVAL;
+    int rc;
     switch (mm[0].type) {
     case NVL_GGML_TYPE_F32:
-        mv_type<NVL_GGML_TYPE_F32>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_F32>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_F16:
-        mv_type<NVL_GGML_TYPE_F16>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_F16>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_BF16:
-        mv_type<NVL_GGML_TYPE_BF16>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_BF16>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q4_0:
-        mv_type<NVL_GGML_TYPE_Q4_0>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q4_0>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q4_1:
-        mv_type<NVL_GGML_TYPE_Q4_1>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q4_1>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q5_0:
-        mv_type<NVL_GGML_TYPE_Q5_0>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q5_0>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q5_1:
-        mv_type<NVL_GGML_TYPE_Q5_1>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q5_1>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q8_0:
-        mv_type<NVL_GGML_TYPE_Q8_0>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q8_0>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q4_K:
-        mv_type<NVL_GGML_TYPE_Q4_K>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q4_K>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q5_K:
-        mv_type<NVL_GGML_TYPE_Q5_K>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q5_K>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q6_K:
-        mv_type<NVL_GGML_TYPE_Q6_K>(mm, n, stream);
+        rc = mv_type<NVL_GGML_TYPE_Q6_K>(mm, n, stream);
         break;
     default:
         return -EINVAL;
+    }
+    if (rc) {
+        nvl_log_error("kernels", "matvec: rows of %lld elements do not fit in shared memory",
+                      (long long)mm[0].k);
+        return rc;
     }
     return nvl__k_launch_check("matvec");
 }

@@ -73,11 +73,11 @@ static K_HD uint32_t k_w8(const uint32_t *w, int off)
     return (w[off >> 2] >> (8 * (off & 3))) & 0xffu;
 }
 
-/* Loads from activation memory (4-byte aligned). */
+/* Loads from activation memory (4-byte aligned; global or shared memory on the GPU). */
 static K_HD int k_ld32(const uint8_t *p)
 {
 #if defined(__CUDA_ARCH__)
-    return __ldg((const int *)p);
+    return *(const int *)p;
 #else
     int v;
     memcpy(&v, p, sizeof(v));
@@ -88,7 +88,7 @@ static K_HD int k_ld32(const uint8_t *p)
 static K_HD float k_ldf(const uint8_t *p)
 {
 #if defined(__CUDA_ARCH__)
-    return __ldg((const float *)p);
+    return *(const float *)p;
 #else
     float v;
     memcpy(&v, p, sizeof(v));

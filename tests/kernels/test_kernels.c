@@ -348,8 +348,15 @@ static void test_fused_quantize(void)
 
 static void test_matvec(void)
 {
-    /* Tall matrices: one, two and four lanes per row. */
+    /* Tall matrices (several rows per warp), and rows of the 8B down projection (several
+     * staged chunks, the last one partial), one token and a batch of four. */
     check_matvec(NVL_GGML_TYPE_Q4_0, 1024, 20000, 1, false);
+    for (int i = 0; i < 3; i++) {
+        const enum nvl_ggml_type big[3] = {NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q8_0,
+                                           NVL_GGML_TYPE_Q4_K};
+        check_matvec(big[i], 14336, 300, 1, false);
+        check_matvec(big[i], 14336, 70, 4, true);
+    }
     check_matvec(NVL_GGML_TYPE_Q4_K, 1024, 9000, 1, true);
     check_matvec(NVL_GGML_TYPE_Q6_K, 2048, 5000, 1, false);
     for (size_t i = 0; i < sizeof(mv_types) / sizeof(mv_types[0]); i++) {
