@@ -29,11 +29,13 @@
 #define MV_TOK       4
 #define MV_PAD       16 /* bytes after each staged span: the 2-byte-aligned unit loads read past it */
 
-/* Blocks per unit on the fast path: units of 8 to 16-byte multiples, so that a unit comes out of
- * shared memory with 16- or 8-byte loads and a chunk of 32 units is a few KB. */
+/* Blocks per unit on the fast path: units of 8- or 16-byte multiples, so that a unit comes out
+ * of shared memory with 8- or 16-byte loads and a chunk of 32 units is a few KB (Q4_0: 144-byte
+ * units, so that a 4096-element row is a 16-unit span and two rows share a warp). */
 template <int T> static constexpr int mv_fast_blocks()
 {
-    return T == NVL_GGML_TYPE_Q5_1                                                           ? 2
+    return T == NVL_GGML_TYPE_Q4_0 || T == NVL_GGML_TYPE_Q5_0                                ? 8
+           : T == NVL_GGML_TYPE_Q5_1                                                         ? 2
            : (T == NVL_GGML_TYPE_Q4_K || T == NVL_GGML_TYPE_Q5_K || T == NVL_GGML_TYPE_Q6_K) ? 1
            : k_type<T>::block_elems == 1                                                     ? 8
                                                                                              : 4;
