@@ -3,15 +3,14 @@
  * Everything here is __host__ __device__, so tests/kernels can check it on a machine without a
  * GPU against the CPU backend's dot products and nvl_dequantize_row().
  *
- * Matrix-vector products load a *unit* of whole weight blocks per thread into registers: for the
- * fast path a unit is a multiple of 16 bytes (8 Q4_0 blocks = 144 B, 4 Q4_1 = 80 B, 8 Q5_0 =
- * 176 B, 2 Q5_1 = 48 B, 8 Q8_0 = 272 B, one Q4_K = 144 B, one Q5_K = 176 B), read with 16-byte
- * loads; a Q6_K block (210 B, only 2-byte aligned) and the one-block units of rows whose length
- * is not a whole number of fast units are read with aligned 4-byte loads and funnel shifts. The
- * unit then sits in a register array w[], and the block functions below read their fields at
- * byte offsets that are compile-time constants once the loops are unrolled, so the array never
- * leaves registers. Activations (struct nvl_k_block_q8 or nvl_block_q8_K) are read straight from
- * memory: every thread of a warp reads the same activation bytes (a broadcast). */
+ * Matrix-vector products (matvec.cu) stage a row's weight blocks in shared memory and give each
+ * thread a *unit* of whole blocks, loaded into registers: on the fast path 8 Q4_0 blocks = 144 B,
+ * 4 Q4_1 = 80 B, 8 Q5_0 = 176 B, 2 Q5_1 = 48 B, 4 Q8_0 = 136 B, one Q4_K = 144 B, one Q5_K =
+ * 176 B, one Q6_K = 210 B (only 2-byte aligned: aligned words and funnel shifts), 8 plain
+ * elements. The unit then sits in a register array w[], and the block functions below read its
+ * fields at byte offsets that are compile-time constants once the loops are unrolled, so the
+ * array never leaves registers. Activations (struct nvl_k_block_q8 or nvl_block_q8_K) are read
+ * with plain loads: from shared memory on the GPU, where matvec.cu stages them. */
 #ifndef NVL_MODEL_QBLOCK_CUH
 #define NVL_MODEL_QBLOCK_CUH
 
