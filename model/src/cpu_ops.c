@@ -83,38 +83,109 @@ void nvl__cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Portable dot products. Inner loops are plain integer loops over a block, which compilers
- * vectorize where they can; the AVX2 versions are in cpu_ops_avx2.c. */
+/* Portable dot products.
+ *
+ * They compute the same floating-point operations in the same order as the AVX2 kernels
+ * (cpu_ops_avx2.c), so the two kernel sets give bit-identical logits and a model's output does not
+ * depend on the host CPU. The AVX2 kernels keep eight fp32 lanes: per block, lane l holds the
+ * integer dot of elements 4l..4l+3 (what vpmaddubsw + vpmaddwd leave), scaled and added with one
+ * fused multiply-add; the lanes are summed at the end in hsum_ps()'s order. Integer sums are exact
+ * in any order, so only the float steps have to match; they are spelled out below. */
+
+/* a * b + c with one rounding, as vfmadd. Without a hardware fmaf this is exact emulation, not a
+ * libm call: the product of two floats is exact in double, the double sum is rounded to odd (the
+ * error from TwoSum decides the last bit), and round-to-odd with 53 >= 2 * 24 + 2 bits makes the
+ * final rounding to float correct. */
+static inline float fma_f32(float a, float b, float c)
+{
+#if defined(FP_FAST_FMAF)
+    return fmaf(a, b, c);
+#else
+    const double p = (double)a * (double)b;
+    const double s = p + (double)c;
+    const double bb = s - p;
+    const double err = (p - (s - bb)) + ((double)c - bb);
+    uint64_t u;
+    memcpy(&u, &s, sizeof(u));
+    if (err != 0.0 && err == err && !(u & 1)) {
+        uint64_t e;
+        memcpy(&e, &err, sizeof(e));
+        /* Inexact and even: the round-to-odd result is the neighbour on the side of the error. */
+        u += ((e ^ u) >> 63) ? (uint64_t)-1 : 1;
+    }
+    double r;
+    memcpy(&r, &u, sizeof(r));
+    return (float)r;
+#endif
+}
+
+/* hsum_ps() of the AVX2 kernels: the upper four lanes onto the lower, then pairs. */
+static inline float hsum8(const float v[8])
+{
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+/* acc[l] += d * (q[4l..4l+3] . x[4l..4l+3]) for the eight lanes of a block of 32. q holds the
+ * unsigned quants (the AVX2 kernels apply offsets and mins through the activation's sums). */
+static inline void block_fma(float acc[8], float d, const int8_t *q, const int8_t *x)
+{
+    for (int l = 0; l < 8; l++) {
+        const int32_t p = q[4 * l] * x[4 * l] + q[4 * l + 1] * x[4 * l + 1] +
+                          q[4 * l + 2] * x[4 * l + 2] + q[4 * l + 3] * x[4 * l + 3];
+        acc[l] = fma_f32(d, (float)p, acc[l]);
+    }
+}
 
 float nvl__cpu_dot_f32_generic(const float *a, const float *b, int64_t n)
 {
-    /* Eight partial sums: independent chains for the FPU, and an order that does not depend on
-     * the thread count or on where a row starts. */
-    float acc[8] = {0};
+    /* Four vectors of eight lanes over 32 elements, one vector over a tail of eight, the four
+     * vectors added pairwise, then hsum and a scalar tail: nvl__cpu_dot_f32_avx2's order. */
+    float acc[4][8] = {{0}};
     int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int v = 0; v < 4; v++)
+            for (int l = 0; l < 8; l++)
+                acc[v][l] = fma_f32(a[i + 8 * v + l], b[i + 8 * v + l], acc[v][l]);
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += a[i + j] * b[i + j];
+        for (int l = 0; l < 8; l++)
+            acc[0][l] = fma_f32(a[i + l], b[i + l], acc[0][l]);
+    float lanes[8];
+    for (int l = 0; l < 8; l++)
+        lanes[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    float sum = hsum8(lanes);
     for (; i < n; i++)
-        acc[0] += a[i] * b[i];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        sum += a[i] * b[i];
+    return sum;
 }
 
 float nvl__cpu_dot_f16_generic(const float *a, const uint16_t *b, int64_t n)
 {
-    float acc[8] = {0};
+    float acc[2][8] = {{0}};
     int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 8; l++)
+                acc[v][l] =
+                    fma_f32(a[i + 8 * v + l], nvl_fp16_to_fp32(b[i + 8 * v + l]), acc[v][l]);
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += a[i + j] * nvl_fp16_to_fp32(b[i + j]);
+        for (int l = 0; l < 8; l++)
+            acc[0][l] = fma_f32(a[i + l], nvl_fp16_to_fp32(b[i + l]), acc[0][l]);
+    float lanes[8];
+    for (int l = 0; l < 8; l++)
+        lanes[l] = acc[0][l] + acc[1][l];
+    float sum = hsum8(lanes);
     for (; i < n; i++)
-        acc[0] += a[i] * nvl_fp16_to_fp32(b[i]);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        sum += a[i] * nvl_fp16_to_fp32(b[i]);
+    return sum;
 }
 
 void nvl__cpu_axpy_f16_generic(float *y, float a, const uint16_t *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
+    const int64_t n8 = n - n % 8; /* the AVX2 kernel's vector part, fused */
+    int64_t i = 0;
+    for (; i < n8; i++)
+        y[i] = fma_f32(a, nvl_fp16_to_fp32(x[i]), y[i]);
+    for (; i < n; i++)
         y[i] += a * nvl_fp16_to_fp32(x[i]);
 }
 
@@ -129,87 +200,98 @@ static float dot_f32_row(const void *w, const void *x, int64_t n)
     return nvl__cpu_dot_f32(w, x, n);
 }
 
+/* Q4_0/Q4_1 quants of a block in element order: low nibbles are elements 0-15, high 16-31. */
+static inline void unpack_q4(const uint8_t *qs, int8_t q[32])
+{
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(qs[j] & 0x0f);
+        q[j + 16] = (int8_t)(qs[j] >> 4);
+    }
+}
+
+/* The 5-bit formats: bit j of qh is the fifth bit of element j. */
+static inline void unpack_q5(const uint8_t *qs, const uint8_t *qh_bytes, int8_t q[32])
+{
+    uint32_t qh;
+    memcpy(&qh, qh_bytes, sizeof(qh));
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)((qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4));
+        q[j + 16] = (int8_t)((qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4));
+    }
+}
+
+/* The offset formats (Q4_0: 8, Q5_0: 16): sum d * (q . x) over the lanes, minus off * sum of
+ * dw * x.s (x.s = x.d * x.sum, precomputed by the activation quantizer). */
 float nvl__cpu_dot_q4_0_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
-    float sum = 0.0f;
+    float acc[8] = {0};
+    float corr = 0.0f;
     for (int64_t i = 0; i < n / 32; i++) {
-        int32_t isum = 0;
-        for (int j = 0; j < 16; j++)
-            isum += (w[i].qs[j] & 0x0f) * x[i].qs[j] + (w[i].qs[j] >> 4) * x[i].qs[j + 16];
-        sum += nvl_fp16_to_fp32(w[i].d) * x[i].d * (float)(isum - 8 * x[i].sum);
+        int8_t q[32];
+        unpack_q4(w[i].qs, q);
+        const float dw = nvl_fp16_to_fp32(w[i].d);
+        block_fma(acc, dw * x[i].d, q, x[i].qs);
+        corr += dw * x[i].s;
     }
-    return sum;
+    return hsum8(acc) - 8.0f * corr;
 }
 
 float nvl__cpu_dot_q4_1_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_1 *w = vw;
     const struct cpu_block_q8 *x = vx;
-    float sum = 0.0f;
+    float acc[8] = {0};
+    float mins = 0.0f;
     for (int64_t i = 0; i < n / 32; i++) {
-        int32_t isum = 0;
-        for (int j = 0; j < 16; j++)
-            isum += (w[i].qs[j] & 0x0f) * x[i].qs[j] + (w[i].qs[j] >> 4) * x[i].qs[j + 16];
-        sum += x[i].d * (nvl_fp16_to_fp32(w[i].d) * (float)isum +
-                         nvl_fp16_to_fp32(w[i].m) * (float)x[i].sum);
+        int8_t q[32];
+        unpack_q4(w[i].qs, q);
+        block_fma(acc, nvl_fp16_to_fp32(w[i].d) * x[i].d, q, x[i].qs);
+        mins += nvl_fp16_to_fp32(w[i].m) * x[i].s;
     }
-    return sum;
-}
-
-/* The 5-bit formats: bit j of qh is the fifth bit of element j (low nibbles are elements 0-15,
- * high nibbles 16-31). */
-static int32_t q5_isum(const uint8_t *qs, const uint8_t *qh_bytes, const int8_t *x)
-{
-    uint32_t qh;
-    memcpy(&qh, qh_bytes, sizeof(qh));
-    int32_t isum = 0;
-    for (int j = 0; j < 16; j++) {
-        int lo = (qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
-        int hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
-        isum += lo * x[j] + hi * x[j + 16];
-    }
-    return isum;
+    return hsum8(acc) + mins;
 }
 
 float nvl__cpu_dot_q5_0_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q5_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
-    float sum = 0.0f;
+    float acc[8] = {0};
+    float corr = 0.0f;
     for (int64_t i = 0; i < n / 32; i++) {
-        int32_t isum = q5_isum(w[i].qs, w[i].qh, x[i].qs);
-        sum += nvl_fp16_to_fp32(w[i].d) * x[i].d * (float)(isum - 16 * x[i].sum);
+        int8_t q[32];
+        unpack_q5(w[i].qs, w[i].qh, q);
+        const float dw = nvl_fp16_to_fp32(w[i].d);
+        block_fma(acc, dw * x[i].d, q, x[i].qs);
+        corr += dw * x[i].s;
     }
-    return sum;
+    return hsum8(acc) - 16.0f * corr;
 }
 
 float nvl__cpu_dot_q5_1_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q5_1 *w = vw;
     const struct cpu_block_q8 *x = vx;
-    float sum = 0.0f;
+    float acc[8] = {0};
+    float mins = 0.0f;
     for (int64_t i = 0; i < n / 32; i++) {
-        int32_t isum = q5_isum(w[i].qs, w[i].qh, x[i].qs);
-        sum += x[i].d * (nvl_fp16_to_fp32(w[i].d) * (float)isum +
-                         nvl_fp16_to_fp32(w[i].m) * (float)x[i].sum);
+        int8_t q[32];
+        unpack_q5(w[i].qs, w[i].qh, q);
+        block_fma(acc, nvl_fp16_to_fp32(w[i].d) * x[i].d, q, x[i].qs);
+        mins += nvl_fp16_to_fp32(w[i].m) * x[i].s;
     }
-    return sum;
+    return hsum8(acc) + mins;
 }
 
 float nvl__cpu_dot_q8_0_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q8_0 *w = vw;
     const struct cpu_block_q8 *x = vx;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n / 32; i++) {
-        int32_t isum = 0;
-        for (int j = 0; j < 32; j++)
-            isum += w[i].qs[j] * x[i].qs[j];
-        sum += nvl_fp16_to_fp32(w[i].d) * x[i].d * (float)isum;
-    }
-    return sum;
+    float acc[8] = {0};
+    for (int64_t i = 0; i < n / 32; i++)
+        block_fma(acc, nvl_fp16_to_fp32(w[i].d) * x[i].d, w[i].qs, x[i].qs);
+    return hsum8(acc);
 }
 
 /* K-quants: each super-block of 256 is unpacked to 8-bit quants and per-sub-block integer scales
@@ -314,11 +396,27 @@ float nvl__cpu_dot_q3_K_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
+/* sc[s] * (q . x) of each 32-element sub-block s, split into the eight AVX2 lanes (elements
+ * 32s + 4l..4l+3 go to lane l). */
+static inline void k_lanes32(const int8_t *q, const int8_t *x, const int *sc, int32_t lanes[8])
+{
+    for (int l = 0; l < 8; l++)
+        lanes[l] = 0;
+    for (int s = 0; s < 8; s++)
+        for (int l = 0; l < 8; l++) {
+            const int8_t *qq = q + 32 * s + 4 * l, *xx = x + 32 * s + 4 * l;
+            lanes[l] += sc[s] * (qq[0] * xx[0] + qq[1] * xx[1] + qq[2] * xx[2] + qq[3] * xx[3]);
+        }
+}
+
+/* Q4_K in nvl__cpu_dot_q4_K_avx2's order: lanes of scaled integer sums, one fused multiply-add
+ * per lane and super-block, the mins subtracted in a scalar. */
 float nvl__cpu_dot_q4_K_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q4_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
-    float sum = 0.0f;
+    float acc[8] = {0};
+    float mins = 0.0f;
     for (int64_t i = 0; i < n / NVL_QK_K; i++) {
         int8_t q[NVL_QK_K];
         int sc[8], mn[8];
@@ -332,11 +430,14 @@ float nvl__cpu_dot_q4_K_generic(const void *vw, const void *vx, int64_t n)
                 q[c * 64 + l] = (int8_t)(w[i].qs[c * 32 + l] & 0x0f);
                 q[c * 64 + 32 + l] = (int8_t)(w[i].qs[c * 32 + l] >> 4);
             }
-        int32_t isum = k_isum32(q, x[i].qs, sc);
-        sum += x[i].d *
-               (nvl_fp16_to_fp32(w[i].d) * (float)isum - nvl_fp16_to_fp32(w[i].dmin) * (float)msum);
+        int32_t lanes[8];
+        k_lanes32(q, x[i].qs, sc, lanes);
+        const float d = nvl_fp16_to_fp32(w[i].d) * x[i].d;
+        for (int l = 0; l < 8; l++)
+            acc[l] = fma_f32(d, (float)lanes[l], acc[l]);
+        mins -= nvl_fp16_to_fp32(w[i].dmin) * x[i].d * (float)msum;
     }
-    return sum;
+    return hsum8(acc) + mins;
 }
 
 float nvl__cpu_dot_q5_K_generic(const void *vw, const void *vx, int64_t n)
@@ -366,31 +467,45 @@ float nvl__cpu_dot_q5_K_generic(const void *vw, const void *vx, int64_t n)
     return sum;
 }
 
+/* Q6_K in nvl__cpu_dot_q6_K_avx2's order: the quants unsigned (stored +32), the offset applied
+ * through the activation's bsums in a scalar. */
 float nvl__cpu_dot_q6_K_generic(const void *vw, const void *vx, int64_t n)
 {
     const struct nvl_block_q6_K *w = vw;
     const struct nvl_block_q8_K *x = vx;
-    float sum = 0.0f;
+    float acc[8] = {0};
+    float corr = 0.0f;
     for (int64_t i = 0; i < n / NVL_QK_K; i++) {
+        const int8_t *sc = w[i].scales;
+        int32_t offset = 0;
+        for (int g = 0; g < 16; g++)
+            offset += sc[g] * x[i].bsums[g];
         int8_t q[NVL_QK_K];
-        int sc[16];
-        for (int s = 0; s < 16; s++)
-            sc[s] = w[i].scales[s];
         for (int half = 0; half < 2; half++) {
             const uint8_t *ql = w[i].ql + half * 64;
             const uint8_t *qh = w[i].qh + half * 32;
             int8_t *o = q + half * 128;
             for (int l = 0; l < 32; l++) {
-                o[l] = (int8_t)(((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32);
-                o[l + 32] = (int8_t)(((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
-                o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-                o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                o[l] = (int8_t)((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4));
+                o[l + 32] = (int8_t)((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4));
+                o[l + 64] = (int8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                o[l + 96] = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
             }
         }
-        int32_t isum = k_isum16(q, x[i].qs, sc);
-        sum += x[i].d * nvl_fp16_to_fp32(w[i].d) * (float)isum;
+        /* Lane l of sub-block s takes elements 32s + 4l..4l+3, all in the 16 of scale 2s + l/4. */
+        int32_t lanes[8] = {0};
+        for (int s = 0; s < 8; s++)
+            for (int l = 0; l < 8; l++) {
+                const int8_t *qq = q + 32 * s + 4 * l, *xx = x[i].qs + 32 * s + 4 * l;
+                lanes[l] += sc[2 * s + l / 4] *
+                            (qq[0] * xx[0] + qq[1] * xx[1] + qq[2] * xx[2] + qq[3] * xx[3]);
+            }
+        const float d = nvl_fp16_to_fp32(w[i].d) * x[i].d;
+        for (int l = 0; l < 8; l++)
+            acc[l] = fma_f32(d, (float)lanes[l], acc[l]);
+        corr -= d * 32.0f * (float)offset;
     }
-    return sum;
+    return hsum8(acc) + corr;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -7,7 +7,9 @@
  * that nvl_dequantize_row() supports) are dequantized a row at a time and dotted in fp32.
  *
  * Kernels come in a portable version and, where the CPU has them, AVX2/FMA/F16C versions chosen
- * once at run time, so one binary runs on any x86-64 (or other) machine. */
+ * once at run time, so one binary runs on any x86-64 (or other) machine. Both versions perform the
+ * same floating-point operations in the same order (the portable ones emulate the vector lanes and
+ * fused multiply-adds), so results are bit-identical whichever set runs. */
 #ifndef NVL_MODEL_CPU_OPS_H
 #define NVL_MODEL_CPU_OPS_H
 
@@ -23,7 +25,7 @@
  * fp32 scale (ggml's Q8_1 rounds d and d*sum to fp16). */
 struct cpu_block_q8 {
     float d;
-    float s;     /* d * sum, the block's dequantized sum, for the AVX2 kernels */
+    float s;     /* d * sum, the block's dequantized sum (offsets and mins meet it) */
     int32_t sum; /* integer sum of qs */
     int8_t qs[32];
 };

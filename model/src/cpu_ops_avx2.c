@@ -4,7 +4,11 @@
  * Integer dot products use vpmaddubsw (u8 x s8 -> s16 pairs) and vpmaddwd (-> s32). The weight
  * quants are unsigned (the offset -8/-16/-32 or min is applied per block through the activation's
  * sums), the activations are in [-127, 127], so no s16 pair sum can saturate: at most
- * 2 * 63 * 127 = 16002. */
+ * 2 * 63 * 127 = 16002.
+ *
+ * The portable kernels in cpu_ops.c reproduce every float operation here in the same order (lanes,
+ * fused multiply-adds, horizontal sums, scalar corrections), so a change to the arithmetic of a
+ * kernel here must be made there too; test_llama_cpu_ops compares the two bit for bit. */
 #if defined(__x86_64__)
 
 #include <immintrin.h>

@@ -1,6 +1,7 @@
 /* The kernel variants behind cpu_ops.h's dispatch: portable ones (cpu_ops.c) and AVX2/FMA/F16C
  * ones (cpu_ops_avx2.c, compiled with per-function target attributes so the file builds without
- * -mavx2). Tests compare each variant with the dequantizer. */
+ * -mavx2). Tests compare each variant with the dequantizer, and the two sets with each other bit
+ * for bit (they compute the same float operations in the same order). */
 #ifndef NVL_MODEL_CPU_OPS_IMPL_H
 #define NVL_MODEL_CPU_OPS_IMPL_H
 

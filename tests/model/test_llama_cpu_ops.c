@@ -238,6 +238,104 @@ static void test_vec_dot4_matches_dot(void **state)
     }
 }
 
+/* A float with a random sign, significand and binary exponent in [-40, 40): stresses the
+ * rounding of the fused multiply-adds the portable kernels emulate. */
+static float rnd_wide(void)
+{
+    return ldexpf(rndf(), (int)(rnd() % 80) - 40);
+}
+
+static void test_generic_matches_avx2(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    if (!have_avx2())
+        skip();
+    /* Same operations in the same order: the two kernel sets must agree bit for bit, not just
+     * within a tolerance (a model's output must not depend on the host CPU). */
+    const struct {
+        enum nvl_ggml_type type;
+        cpu_vec_dot_fn generic, avx2;
+    } pairs[] = {
+        {NVL_GGML_TYPE_Q4_0, nvl__cpu_dot_q4_0_generic, nvl__cpu_dot_q4_0_avx2},
+        {NVL_GGML_TYPE_Q4_1, nvl__cpu_dot_q4_1_generic, nvl__cpu_dot_q4_1_avx2},
+        {NVL_GGML_TYPE_Q5_0, nvl__cpu_dot_q5_0_generic, nvl__cpu_dot_q5_0_avx2},
+        {NVL_GGML_TYPE_Q5_1, nvl__cpu_dot_q5_1_generic, nvl__cpu_dot_q5_1_avx2},
+        {NVL_GGML_TYPE_Q8_0, nvl__cpu_dot_q8_0_generic, nvl__cpu_dot_q8_0_avx2},
+        {NVL_GGML_TYPE_Q4_K, nvl__cpu_dot_q4_K_generic, nvl__cpu_dot_q4_K_avx2},
+        {NVL_GGML_TYPE_Q6_K, nvl__cpu_dot_q6_K_generic, nvl__cpu_dot_q6_K_avx2},
+    };
+    for (size_t k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
+        const struct cpu_type_ops *ops = nvl__cpu_type_ops(pairs[k].type);
+        uint64_t bytes;
+        assert_int_equal(nvl_ggml_row_size(pairs[k].type, K, &bytes), 0);
+        uint8_t *w = malloc(bytes);
+        void *xa = malloc(nvl__cpu_act_row_bytes(ops->act, K));
+        float x[K];
+        for (int trial = 0; trial < 200; trial++) {
+            random_row(pairs[k].type, w, bytes);
+            for (int i = 0; i < K; i++)
+                x[i] = trial % 2 ? rnd_wide() : rndf();
+            nvl__cpu_act_quantize(ops->act, x, xa, K);
+            /* Shorter rows too: the accumulation order must match at every length. */
+            const int64_t n = trial % 4 == 3 ? NVL_QK_K : K;
+            const float g = pairs[k].generic(w, xa, n), a = pairs[k].avx2(w, xa, n);
+            if (memcmp(&g, &a, sizeof(g)) != 0)
+                fail_msg("type %d trial %d: generic %.9g, avx2 %.9g", pairs[k].type, trial, g, a);
+        }
+        free(xa);
+        free(w);
+    }
+
+    float a[K + 7], b[K + 7], y[K + 7], y2[K + 7];
+    uint16_t h[K + 7];
+    const int64_t ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40, 63, 64, 100, K + 7};
+    for (int trial = 0; trial < 50; trial++) {
+        for (int i = 0; i < K + 7; i++) {
+            a[i] = rnd_wide();
+            b[i] = trial % 2 ? rnd_wide() : rndf();
+            h[i] = nvl_fp32_to_fp16(rndf() * 4.0f);
+        }
+        for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
+            const int64_t n = ns[t];
+            float g = nvl__cpu_dot_f32_generic(a, b, n), v = nvl__cpu_dot_f32_avx2(a, b, n);
+            assert_memory_equal(&g, &v, sizeof(g));
+            g = nvl__cpu_dot_f16_generic(a, h, n);
+            v = nvl__cpu_dot_f16_avx2(a, h, n);
+            assert_memory_equal(&g, &v, sizeof(g));
+            memcpy(y, b, sizeof(y));
+            memcpy(y2, b, sizeof(y2));
+            nvl__cpu_axpy_f16_generic(y, a[t], h, n);
+            nvl__cpu_axpy_f16_avx2(y2, a[t], h, n);
+            assert_memory_equal(y, y2, sizeof(y));
+        }
+    }
+    /* Fused multiply-add corner cases, two steps per lane (elements l and l + 8): the second
+     * product lands 2^-70 below the midpoint between two floats, where rounding the double sum
+     * to float again would go the wrong way; a subnormal result; cancellation to zero. */
+    const float c0[][4] = {
+        {1.0f + 0x1p-23f, 1.0f, 1.0f + 0x1p-23f, 0x1p-24f - 0x1p-47f},
+        {-1.0f - 0x1p-23f, 1.0f, 1.0f + 0x1p-23f, -0x1p-24f + 0x1p-47f},
+        {0x1p-70f, 0x1p-70f, 0x1p-65f, -0x1p-75f},
+        {3.0f, 1.0f / 3.0f, -1.0f, 1.0f},
+    };
+    for (size_t i = 0; i < sizeof(c0) / sizeof(c0[0]); i++) {
+        float va[16], vb[16];
+        for (int l = 0; l < 8; l++) {
+            va[l] = c0[i][0];
+            vb[l] = c0[i][1];
+            va[l + 8] = c0[i][2];
+            vb[l + 8] = c0[i][3];
+        }
+        const float g = nvl__cpu_dot_f32_generic(va, vb, 16);
+        const float v = nvl__cpu_dot_f32_avx2(va, vb, 16);
+        assert_memory_equal(&g, &v, sizeof(g));
+    }
+#else
+    skip();
+#endif
+}
+
 static void test_activation_quantization(void **state)
 {
     (void)state;
@@ -449,6 +547,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vec_dot_vs_dequantize),
         cmocka_unit_test(test_vec_dot4_matches_dot),
+        cmocka_unit_test(test_generic_matches_avx2),
         cmocka_unit_test(test_activation_quantization),
         cmocka_unit_test(test_float_helpers),
         cmocka_unit_test(test_matmul_fallback_and_accumulate),
