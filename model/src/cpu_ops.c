@@ -8,6 +8,10 @@
 
 #include "cpu_ops_impl.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantization */
 
@@ -93,29 +97,32 @@ void nvl__cpu_act_quantize(enum cpu_act act, const float *x, void *dst, int64_t 
  * in any order, so only the float steps have to match; they are spelled out below. */
 
 /* a * b + c with one rounding, as vfmadd. Without a hardware fmaf this is exact emulation, not a
- * libm call: the product of two floats is exact in double, the double sum is rounded to odd (the
- * error from TwoSum decides the last bit), and round-to-odd with 53 >= 2 * 24 + 2 bits makes the
- * final rounding to float correct. */
+ * libm call (glibc's switches the rounding mode, several times slower): the product of two floats
+ * is exact in double, and rounding the double sum to float again is wrong only when that sum is
+ * exactly halfway between two floats, which needs its low 28 significand bits clear. Then (rare)
+ * TwoSum gives the sum's error, the sum is rounded to odd instead (53 >= 2 * 24 + 2 bits make the
+ * final rounding correct from there). */
 static inline float fma_f32(float a, float b, float c)
 {
 #if defined(FP_FAST_FMAF)
     return fmaf(a, b, c);
 #else
     const double p = (double)a * (double)b;
-    const double s = p + (double)c;
-    const double bb = s - p;
-    const double err = (p - (s - bb)) + ((double)c - bb);
+    double s = p + (double)c;
     uint64_t u;
     memcpy(&u, &s, sizeof(u));
-    if (err != 0.0 && err == err && !(u & 1)) {
-        uint64_t e;
-        memcpy(&e, &err, sizeof(e));
-        /* Inexact and even: the round-to-odd result is the neighbour on the side of the error. */
-        u += ((e ^ u) >> 63) ? (uint64_t)-1 : 1;
+    if (__builtin_expect((u & 0x0fffffffu) == 0, 0)) {
+        const double bb = s - p;
+        const double err = (p - (s - bb)) + ((double)c - bb);
+        if (err != 0.0 && err == err && !(u & 1)) {
+            uint64_t e;
+            memcpy(&e, &err, sizeof(e));
+            /* Inexact and even: the round-to-odd result is the neighbour on the error's side. */
+            u += ((e ^ u) >> 63) ? (uint64_t)-1 : 1;
+            memcpy(&s, &u, sizeof(s));
+        }
     }
-    double r;
-    memcpy(&r, &u, sizeof(r));
-    return (float)r;
+    return (float)s;
 #endif
 }
 
@@ -125,15 +132,66 @@ static inline float hsum8(const float v[8])
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-/* acc[l] += d * (q[4l..4l+3] . x[4l..4l+3]) for the eight lanes of a block of 32. q holds the
- * unsigned quants (the AVX2 kernels apply offsets and mins through the activation's sums). */
+/* The eight lanes' integer dots of a block of 32: p[l] = q[4l..4l+3] . x[4l..4l+3]. Integer sums
+ * are exact, so any method gives the AVX2 kernels' values; x86-64's baseline SSE2 does it with
+ * pmaddwd (this is still the portable kernel set). */
+static inline void block_lanes(const int8_t *q, const int8_t *x, int32_t p[8])
+{
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    for (int h = 0; h < 2; h++) {
+        const __m128i qv = _mm_loadu_si128((const __m128i *)(q + 16 * h));
+        const __m128i xv = _mm_loadu_si128((const __m128i *)(x + 16 * h));
+        const __m128i qsign = _mm_cmpgt_epi8(zero, qv), xsign = _mm_cmpgt_epi8(zero, xv);
+        /* Sums of element pairs (2k, 2k + 1) of elements 0-7 and 8-15, then adjacent pairs. */
+        const __m128i lo =
+            _mm_madd_epi16(_mm_unpacklo_epi8(qv, qsign), _mm_unpacklo_epi8(xv, xsign));
+        const __m128i hi =
+            _mm_madd_epi16(_mm_unpackhi_epi8(qv, qsign), _mm_unpackhi_epi8(xv, xsign));
+        const __m128 a = _mm_castsi128_ps(lo), b = _mm_castsi128_ps(hi);
+        const __m128i even = _mm_castps_si128(_mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+        const __m128i odd = _mm_castps_si128(_mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm_storeu_si128((__m128i *)(p + 4 * h), _mm_add_epi32(even, odd));
+    }
+#else
+    for (int l = 0; l < 8; l++)
+        p[l] = q[4 * l] * x[4 * l] + q[4 * l + 1] * x[4 * l + 1] + q[4 * l + 2] * x[4 * l + 2] +
+               q[4 * l + 3] * x[4 * l + 3];
+#endif
+}
+
+/* acc[l] += d * p[l] for the eight lanes of a block of 32. q holds the unsigned quants (the AVX2
+ * kernels apply offsets and mins through the activation's sums). */
 static inline void block_fma(float acc[8], float d, const int8_t *q, const int8_t *x)
 {
-    for (int l = 0; l < 8; l++) {
-        const int32_t p = q[4 * l] * x[4 * l] + q[4 * l + 1] * x[4 * l + 1] +
-                          q[4 * l + 2] * x[4 * l + 2] + q[4 * l + 3] * x[4 * l + 3];
-        acc[l] = fma_f32(d, (float)p, acc[l]);
+    int32_t p[8];
+    block_lanes(q, x, p);
+#if defined(__SSE2__) && !defined(FP_FAST_FMAF)
+    /* fma_f32's common path on two lanes at a time: |p| <= 4 * 128 * 127 is exact as a float, so
+     * converting it straight to double is the same; any lane that may sit on a float midpoint
+     * sends the block through the scalar function. */
+    const __m128d dd = _mm_set1_pd((double)d);
+    const __m128i low28 = _mm_set_epi32(0, 0x0fffffff, 0, 0x0fffffff);
+    __m128d sum[4];
+    int midpoint = 0;
+    for (int k = 0; k < 4; k++) {
+        const __m128d pp =
+            _mm_mul_pd(dd, _mm_cvtepi32_pd(_mm_loadl_epi64((const void *)(p + 2 * k))));
+        const __m128d a =
+            _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64((const void *)(acc + 2 * k))));
+        sum[k] = _mm_add_pd(pp, a);
+        const __m128i z =
+            _mm_cmpeq_epi32(_mm_and_si128(_mm_castpd_si128(sum[k]), low28), _mm_setzero_si128());
+        midpoint |= _mm_movemask_ps(_mm_castsi128_ps(z)) & 0x5;
     }
+    if (__builtin_expect(!midpoint, 1)) {
+        for (int k = 0; k < 4; k++)
+            _mm_storel_epi64((void *)(acc + 2 * k), _mm_castps_si128(_mm_cvtpd_ps(sum[k])));
+        return;
+    }
+#endif
+    for (int l = 0; l < 8; l++)
+        acc[l] = fma_f32(d, (float)p[l], acc[l]);
 }
 
 float nvl__cpu_dot_f32_generic(const float *a, const float *b, int64_t n)
