@@ -44,7 +44,7 @@ if ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d;
     exit 77
 fi
 
-SOURCES=(tests/model/fuzz_gguf.c model/src/gguf_common.c model/src/gguf_reader.c
+SOURCES=(tests/model/fuzz_gguf.c model/src/gguf_common.c model/src/model_fail.c model/src/gguf_reader.c
     model/src/gguf_writer.c model/src/quant_types.c model/src/quant_float.c
     model/src/quant_legacy.c model/src/quant_k.c driver/src/log.c)
 "$CC" -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \

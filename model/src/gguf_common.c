@@ -1,6 +1,7 @@
 /* GGUF metadata type names and sizes, scalar values as text, tensor data alignment and the error
  * helper shared by reader and writer. */
 #include "gguf_internal.h"
+#include "model_fail.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -113,16 +114,11 @@ uint32_t nvl__gguf_type_alignment(enum nvl_ggml_type t)
 
 int nvl__gguf_fail(char *err, size_t err_len, int ret, const char *fmt, ...)
 {
-    char line[512];
     va_list ap;
+    int rc;
 
     va_start(ap, fmt);
-    if (err && err_len) {
-        vsnprintf(err, err_len, fmt, ap);
-    } else {
-        vsnprintf(line, sizeof(line), fmt, ap);
-        nvl_log_error("gguf", "%s", line);
-    }
+    rc = nvl__model_vfail("gguf", err, err_len, ret, fmt, ap);
     va_end(ap);
-    return ret;
+    return rc;
 }

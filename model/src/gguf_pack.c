@@ -9,27 +9,10 @@
 #include <sys/stat.h>
 
 #include "nvl_driver/log.h"
+#include "model_fail.h"
 
 #define PACK_LOG       "pack"
 #define PACK_MAX_LAYER 1000000
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static int
-pack_fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (err && err_len)
-        snprintf(err, err_len, "%s", msg);
-    else
-        nvl_log_error(PACK_LOG, "%s", msg);
-    return code;
-}
 
 int32_t nvl_pack_tensor_layer(const char *name)
 {
@@ -108,12 +91,12 @@ int nvl_gguf_pack_writer(const struct nvl_gguf *g, struct nvl_gguf_writer **out,
 
     *out = NULL;
     if (n && !(order = calloc(n, sizeof(*order))))
-        return pack_fail(err, err_len, -ENOMEM, "out of memory");
+        return nvl__model_fail(PACK_LOG, err, err_len, -ENOMEM, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
         const struct nvl_gguf_tensor *t = nvl_gguf_tensor(g, i);
         if (!nvl_gguf_tensor_data(g, t)) {
-            rc =
-                pack_fail(err, err_len, -EINVAL, "tensor %s: its bytes are not in memory", t->name);
+            rc = nvl__model_fail(PACK_LOG, err, err_len, -EINVAL,
+                                 "tensor %s: its bytes are not in memory", t->name);
             goto err_free_order;
         }
         order[i] = (struct pack_entry){t, nvl_pack_tensor_layer(t->name), i};
@@ -122,7 +105,7 @@ int nvl_gguf_pack_writer(const struct nvl_gguf *g, struct nvl_gguf_writer **out,
         qsort(order, n, sizeof(*order), pack_entry_cmp);
 
     if ((rc = nvl_gguf_writer_create(&w))) {
-        pack_fail(err, err_len, rc, "out of memory");
+        nvl__model_fail(PACK_LOG, err, err_len, rc, "out of memory");
         goto err_free_order;
     }
     if ((rc = nvl_gguf_writer_set_version(w, nvl_gguf_version(g) == 2 ? 2 : 3)))
@@ -132,8 +115,8 @@ int nvl_gguf_pack_writer(const struct nvl_gguf *g, struct nvl_gguf_writer **out,
         /* The source's general.alignment is replaced in place below; the reader has already
          * refused one that is not a valid power of two, so only its type can be refused here. */
         if (rc && strcmp(nvl_gguf_kv_key(g, i), "general.alignment") != 0) {
-            pack_fail(err, err_len, rc, "metadata key %s: %s", nvl_gguf_kv_key(g, i),
-                      nvl_strerror(rc));
+            nvl__model_fail(PACK_LOG, err, err_len, rc, "metadata key %s: %s",
+                            nvl_gguf_kv_key(g, i), nvl_strerror(rc));
             goto err_destroy_writer;
         }
     }
@@ -143,7 +126,7 @@ int nvl_gguf_pack_writer(const struct nvl_gguf *g, struct nvl_gguf_writer **out,
         const struct nvl_gguf_tensor *t = order[i].t;
         if ((rc = nvl_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne,
                                              nvl_gguf_tensor_data(g, t)))) {
-            pack_fail(err, err_len, rc, "tensor %s: %s", t->name, nvl_strerror(rc));
+            nvl__model_fail(PACK_LOG, err, err_len, rc, "tensor %s: %s", t->name, nvl_strerror(rc));
             goto err_destroy_writer;
         }
     }
@@ -152,7 +135,8 @@ int nvl_gguf_pack_writer(const struct nvl_gguf *g, struct nvl_gguf_writer **out,
     return 0;
 
 err_writer:
-    pack_fail(err, err_len, rc, "cannot build the packed file: %s", nvl_strerror(rc));
+    nvl__model_fail(PACK_LOG, err, err_len, rc, "cannot build the packed file: %s",
+                    nvl_strerror(rc));
 err_destroy_writer:
     nvl_gguf_writer_destroy(w);
 err_free_order:
@@ -169,7 +153,8 @@ int nvl_gguf_pack_file(const char *in_path, const char *out_path, char *err, siz
 
     if (stat(in_path, &in_st) == 0 && stat(out_path, &out_st) == 0 &&
         in_st.st_dev == out_st.st_dev && in_st.st_ino == out_st.st_ino)
-        return pack_fail(err, err_len, -EINVAL, "%s and %s are the same file", in_path, out_path);
+        return nvl__model_fail(PACK_LOG, err, err_len, -EINVAL, "%s and %s are the same file",
+                               in_path, out_path);
     if ((rc = nvl_gguf_open(in_path, &g, err, err_len)))
         return rc;
     if ((rc = nvl_gguf_pack_writer(g, &w, err, err_len)))

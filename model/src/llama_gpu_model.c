@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "llama_gpu.h"
+#include "model_fail.h"
 #include "nvl_driver/log.h"
 
 #ifdef NVL_HAVE_CUDA
@@ -55,24 +56,6 @@ int nvl__gpu_cuda_err(cudaError_t e, const char *what)
     nvl_log_error(GPU_LOG, "%s: %s", what, cudaGetErrorString(e));
     cudaGetLastError(); /* clear it: the context stays usable */
     return e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
-}
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static int
-gpu_fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (err && err_len)
-        snprintf(err, err_len, "%s", msg);
-    else
-        nvl_log_error(GPU_LOG, "%s", msg);
-    return code;
 }
 
 int nvl_gpu_probe(int device, char *why, size_t why_len)
@@ -215,20 +198,20 @@ static int check_types(const struct nvl_llama_model *m, char *err, size_t err_le
     const struct nvl_llama_tensor *g[] = {&m->w.token_embd, &m->w.output};
     for (int i = 0; i < 2; i++)
         if (!nvl__k_type_supported(g[i]->type))
-            return gpu_fail(err, err_len, -ENOTSUP,
-                            "the GPU kernels do not handle %s weights (token_embd/output)",
-                            nvl_ggml_type_name(g[i]->type));
+            return nvl__model_fail(GPU_LOG, err, err_len, -ENOTSUP,
+                                   "the GPU kernels do not handle %s weights (token_embd/output)",
+                                   nvl_ggml_type_name(g[i]->type));
     for (int32_t il = 0; il < m->hp.n_layer; il++)
         for (int i = 0; i < LAYER_TENSORS; i++) {
             const struct nvl_llama_tensor *t = layer_tensor(&m->w.layers[il], i);
             if (!nvl__k_type_supported(t->type))
-                return gpu_fail(err, err_len, -ENOTSUP,
-                                "the GPU kernels do not handle %s weights (layer %d)",
-                                nvl_ggml_type_name(t->type), il);
+                return nvl__model_fail(GPU_LOG, err, err_len, -ENOTSUP,
+                                       "the GPU kernels do not handle %s weights (layer %d)",
+                                       nvl_ggml_type_name(t->type), il);
         }
     if (m->hp.head_dim > 256 || m->hp.head_dim % 2)
-        return gpu_fail(err, err_len, -ENOTSUP, "head size %d is not supported on the GPU",
-                        m->hp.head_dim);
+        return nvl__model_fail(GPU_LOG, err, err_len, -ENOTSUP,
+                               "head size %d is not supported on the GPU", m->hp.head_dim);
     return 0;
 }
 
@@ -310,24 +293,27 @@ static int plan(struct nvl_gpu_model *gm, uint64_t vram_free, char *err, size_t 
             if (gm->layers[il].begin + gm->layers[il].len > end)
                 end = gm->layers[il].begin + gm->layers[il].len;
         if (p->loader_base + end > nvl_loader_capacity(p->loader))
-            return gpu_fail(err, err_len, -ERANGE,
-                            "the loader's target holds %llu bytes, the model reaches byte %llu "
-                            "(a namespace is whole blocks: pad the file, e.g. to a multiple of "
-                            "4096 bytes)",
-                            (unsigned long long)nvl_loader_capacity(p->loader),
-                            (unsigned long long)(p->loader_base + end));
+            return nvl__model_fail(
+                GPU_LOG, err, err_len, -ERANGE,
+                "the loader's target holds %llu bytes, the model reaches byte %llu "
+                "(a namespace is whole blocks: pad the file, e.g. to a multiple of "
+                "4096 bytes)",
+                (unsigned long long)nvl_loader_capacity(p->loader),
+                (unsigned long long)(p->loader_base + end));
     }
     if (gm->st.layers[NVL_GPU_TIER_STREAM] && !p->loader)
-        return gpu_fail(err, err_len, -EINVAL,
-                        "%d layers do not fit the VRAM budget (%.2f GB) and RAM budget (%.2f GB), "
-                        "and no loader was given to stream them",
-                        gm->st.layers[NVL_GPU_TIER_STREAM], (double)budget / 1e9,
-                        (double)(p->ram_budget > 0 ? p->ram_budget : 0) / 1e9);
+        return nvl__model_fail(
+            GPU_LOG, err, err_len, -EINVAL,
+            "%d layers do not fit the VRAM budget (%.2f GB) and RAM budget (%.2f GB), "
+            "and no loader was given to stream them",
+            gm->st.layers[NVL_GPU_TIER_STREAM], (double)budget / 1e9,
+            (double)(p->ram_budget > 0 ? p->ram_budget : 0) / 1e9);
     if (used + sessions > vram_free)
-        return gpu_fail(err, err_len, -ENOMEM,
-                        "%.2f GB of weights and %.2f GB of KV cache and scratch do not fit the "
-                        "%.2f GB of free VRAM",
-                        (double)used / 1e9, (double)sessions / 1e9, (double)vram_free / 1e9);
+        return nvl__model_fail(
+            GPU_LOG, err, err_len, -ENOMEM,
+            "%.2f GB of weights and %.2f GB of KV cache and scratch do not fit the "
+            "%.2f GB of free VRAM",
+            (double)used / 1e9, (double)sessions / 1e9, (double)vram_free / 1e9);
     return 0;
 }
 
@@ -540,10 +526,10 @@ static int stream_init(struct nvl_gpu_model *gm, char *err, size_t err_len)
     const uint32_t slots = nvl_loader_slot_count(gm->p.loader);
     const uint64_t need = nvl_gpu_slot_bytes(gm->model, nvl_loader_block_size(gm->p.loader));
     if (slots < 2 || nvl_loader_slot_bytes(gm->p.loader) < need)
-        return gpu_fail(err, err_len, -EINVAL,
-                        "the loader has %u slots of %.1f MB; streaming needs 2 or more of %.1f MB",
-                        slots, (double)nvl_loader_slot_bytes(gm->p.loader) / 1e6,
-                        (double)need / 1e6);
+        return nvl__model_fail(
+            GPU_LOG, err, err_len, -EINVAL,
+            "the loader has %u slots of %.1f MB; streaming needs 2 or more of %.1f MB", slots,
+            (double)nvl_loader_slot_bytes(gm->p.loader) / 1e6, (double)need / 1e6);
     gm->n_slots = depth < (int32_t)slots ? depth : (int32_t)slots;
     gm->st.prefetch = gm->n_slots;
     gm->stream_list = malloc((size_t)hp->n_layer * sizeof(*gm->stream_list));
@@ -583,10 +569,11 @@ int nvl_gpu_model_create(struct nvl_llama_model *model, const struct nvl_gpu_par
         return rc;
     char why[256];
     if ((rc = nvl_gpu_probe(params->device, why, sizeof(why))))
-        return gpu_fail(err, err_len, rc, "%s", why);
+        return nvl__model_fail(GPU_LOG, err, err_len, rc, "%s", why);
     cudaError_t e = cudaSetDevice(params->device);
     if (e != cudaSuccess)
-        return gpu_fail(err, err_len, -ENODEV, "cudaSetDevice: %s", cudaGetErrorString(e));
+        return nvl__model_fail(GPU_LOG, err, err_len, -ENODEV, "cudaSetDevice: %s",
+                               cudaGetErrorString(e));
 
     struct nvl_gpu_model *gm = calloc(1, sizeof(*gm));
     if (!gm)
@@ -625,12 +612,14 @@ int nvl_gpu_model_create(struct nvl_llama_model *model, const struct nvl_gpu_par
     if ((rc = plan(gm, vram_free, err, err_len)))
         goto err_destroy;
     if ((rc = alloc_and_load(gm))) {
-        gpu_fail(err, err_len, rc, "loading the resident layers failed: %s", nvl_strerror(rc));
+        nvl__model_fail(GPU_LOG, err, err_len, rc, "loading the resident layers failed: %s",
+                        nvl_strerror(rc));
         goto err_destroy;
     }
     if ((rc = stream_init(gm, err, err_len))) {
         if (err && !err[0])
-            gpu_fail(err, err_len, rc, "streaming setup failed: %s", nvl_strerror(rc));
+            nvl__model_fail(GPU_LOG, err, err_len, rc, "streaming setup failed: %s",
+                            nvl_strerror(rc));
         goto err_destroy;
     }
     *out = gm;

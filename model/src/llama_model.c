@@ -8,6 +8,7 @@
 
 #include "cpu_ops.h"
 #include "llama_internal.h"
+#include "model_fail.h"
 #include "nvl_driver/log.h"
 
 #define LLAMA_LOG "llama"
@@ -22,24 +23,6 @@ struct load_ctx {
     size_t err_len;
 };
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int
-load_fail(struct load_ctx *lc, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (lc->err && lc->err_len)
-        snprintf(lc->err, lc->err_len, "%s", msg);
-    else
-        nvl_log_error(LLAMA_LOG, "%s", msg);
-    return code;
-}
-
 /* Reads an integer key into *out; a missing key keeps *out (the default) unless required. */
 static int get_dim(struct load_ctx *lc, const char *key, bool required, int32_t *out)
 {
@@ -48,11 +31,13 @@ static int get_dim(struct load_ctx *lc, const char *key, bool required, int32_t 
     if (rc == -ENOENT && !required)
         return 0;
     if (rc == -ENOENT)
-        return load_fail(lc, -EINVAL, "missing key %s", key);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL, "missing key %s", key);
     if (rc)
-        return load_fail(lc, -EINVAL, "key %s is not an integer", key);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL, "key %s is not an integer",
+                               key);
     if (v < 1 || v > LLAMA_MAX_DIM)
-        return load_fail(lc, -EINVAL, "key %s = %lld is out of range", key, (long long)v);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "key %s = %lld is out of range", key, (long long)v);
     *out = (int32_t)v;
     return 0;
 }
@@ -64,7 +49,8 @@ static int get_real(struct load_ctx *lc, const char *key, float *out)
     if (rc == -ENOENT)
         return 0;
     if (rc || !(v > 0.0))
-        return load_fail(lc, -EINVAL, "key %s must be a positive number", key);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "key %s must be a positive number", key);
     *out = (float)v;
     return 0;
 }
@@ -75,12 +61,13 @@ static int load_hparams(struct load_ctx *lc)
     const struct nvl_gguf *g = lc->m->gguf;
     const char *arch = NULL;
     if (nvl_gguf_get_str(g, "general.architecture", &arch, NULL))
-        return load_fail(lc, -EINVAL, "missing key general.architecture");
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "missing key general.architecture");
     if (strcmp(arch, "llama") != 0)
-        return load_fail(lc, -ENOTSUP,
-                         "architecture '%s' is not supported: the CPU runtime runs the llama "
-                         "family (Llama 2, Llama 3.x, TinyLlama, SmolLM2)",
-                         arch);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -ENOTSUP,
+                               "architecture '%s' is not supported: the CPU runtime runs the llama "
+                               "family (Llama 2, Llama 3.x, TinyLlama, SmolLM2)",
+                               arch);
 
     *hp = (struct nvl_llama_hparams){
         .n_ctx_train = 2048,
@@ -96,7 +83,8 @@ static int load_hparams(struct load_ctx *lc)
         (rc = get_dim(lc, "llama.context_length", false, &hp->n_ctx_train)))
         return rc;
     if (hp->n_layer > LLAMA_MAX_LAYER)
-        return load_fail(lc, -EINVAL, "llama.block_count = %d is out of range", hp->n_layer);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "llama.block_count = %d is out of range", hp->n_layer);
     hp->n_head_kv = hp->n_head;
     hp->head_dim = hp->n_embd / hp->n_head;
     int32_t v_dim = 0;
@@ -118,22 +106,25 @@ static int load_hparams(struct load_ctx *lc)
         strcmp(scaling, "none") != 0) {
         float factor = 1.0f;
         if (strcmp(scaling, "linear") != 0)
-            return load_fail(lc, -ENOTSUP, "rope scaling '%s' is not supported (linear is)",
-                             scaling);
+            return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -ENOTSUP,
+                                   "rope scaling '%s' is not supported (linear is)", scaling);
         if ((rc = get_real(lc, "llama.rope.scaling.factor", &factor)))
             return rc;
         hp->rope_freq_scale = 1.0f / factor;
     }
 
     if (hp->n_head % hp->n_head_kv)
-        return load_fail(lc, -EINVAL, "head_count %d is not a multiple of head_count_kv %d",
-                         hp->n_head, hp->n_head_kv);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "head_count %d is not a multiple of head_count_kv %d", hp->n_head,
+                               hp->n_head_kv);
     if (v_dim != hp->head_dim)
-        return load_fail(lc, -ENOTSUP, "key_length %d != value_length %d is not supported",
-                         hp->head_dim, v_dim);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -ENOTSUP,
+                               "key_length %d != value_length %d is not supported", hp->head_dim,
+                               v_dim);
     if (hp->n_head * hp->head_dim > LLAMA_MAX_DIM || hp->n_rot > hp->head_dim || hp->n_rot % 2)
-        return load_fail(lc, -EINVAL, "rope.dimension_count %d does not fit head size %d",
-                         hp->n_rot, hp->head_dim);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "rope.dimension_count %d does not fit head size %d", hp->n_rot,
+                               hp->head_dim);
     return 0;
 }
 
@@ -146,7 +137,9 @@ static int bind(struct load_ctx *lc, struct nvl_llama_tensor *t, const char *nam
     const struct nvl_gguf_tensor *gt = nvl_gguf_get_tensor(g, name);
     memset(t, 0, sizeof(*t));
     if (!gt)
-        return optional ? 0 : load_fail(lc, -EINVAL, "missing tensor %s", name);
+        return optional ? 0
+                        : nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                                          "missing tensor %s", name);
 
     const uint64_t rows = gt->n_dims >= 2 ? gt->ne[1] : 1;
     const bool vector = ne1 == 0;
@@ -156,25 +149,29 @@ static int bind(struct load_ctx *lc, struct nvl_llama_tensor *t, const char *nam
         char rows_want[32] = "any";
         if (ne1 >= 0)
             snprintf(rows_want, sizeof(rows_want), "%lld", (long long)(vector ? 1 : ne1));
-        return load_fail(lc, -EINVAL,
-                         "tensor %s has shape [%llu, %llu, %llu, %llu], expected [%lld, %s]", name,
-                         (unsigned long long)gt->ne[0], (unsigned long long)gt->ne[1],
-                         (unsigned long long)gt->ne[2], (unsigned long long)gt->ne[3],
-                         (long long)ne0, rows_want);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "tensor %s has shape [%llu, %llu, %llu, %llu], expected [%lld, %s]",
+                               name, (unsigned long long)gt->ne[0], (unsigned long long)gt->ne[1],
+                               (unsigned long long)gt->ne[2], (unsigned long long)gt->ne[3],
+                               (long long)ne0, rows_want);
     }
     if (vector && gt->type != NVL_GGML_TYPE_F32)
-        return load_fail(lc, -ENOTSUP, "tensor %s has type %s; norm weights must be f32", name,
-                         nvl_ggml_type_name(gt->type));
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -ENOTSUP,
+                               "tensor %s has type %s; norm weights must be f32", name,
+                               nvl_ggml_type_name(gt->type));
     if (!nvl__cpu_type_ops(gt->type))
-        return load_fail(lc, -ENOTSUP, "tensor %s has type %s, which the CPU backend cannot run",
-                         name, nvl_ggml_type_name(gt->type));
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -ENOTSUP,
+                               "tensor %s has type %s, which the CPU backend cannot run", name,
+                               nvl_ggml_type_name(gt->type));
     uint64_t row_bytes;
     if (nvl_ggml_row_size(gt->type, gt->ne[0], &row_bytes))
-        return load_fail(lc, -EINVAL, "tensor %s: rows of %llu elements are not whole %s blocks",
-                         name, (unsigned long long)gt->ne[0], nvl_ggml_type_name(gt->type));
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "tensor %s: rows of %llu elements are not whole %s blocks", name,
+                               (unsigned long long)gt->ne[0], nvl_ggml_type_name(gt->type));
     const void *data = nvl_gguf_tensor_data(g, gt);
     if (!data)
-        return load_fail(lc, -EINVAL, "tensor %s: data is not in the file", name);
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -EINVAL,
+                               "tensor %s: data is not in the file", name);
 
     *t = (struct nvl_llama_tensor){
         .data = data,
@@ -227,7 +224,7 @@ static int load_tensors(struct load_ctx *lc)
 
     w->layers = calloc((size_t)hp->n_layer, sizeof(*w->layers));
     if (!w->layers)
-        return load_fail(lc, -ENOMEM, "out of memory");
+        return nvl__model_fail(LLAMA_LOG, lc->err, lc->err_len, -ENOMEM, "out of memory");
     for (int32_t il = 0; il < hp->n_layer; il++) {
         struct nvl_llama_layer *l = &w->layers[il];
         char name[64];
