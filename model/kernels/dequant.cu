@@ -116,6 +116,8 @@ static int dq_launch(enum nvl_ggml_type type, const void *src, uint64_t row_byte
         DQ_CASE(NVL_GGML_TYPE_Q5_0);
         DQ_CASE(NVL_GGML_TYPE_Q5_1);
         DQ_CASE(NVL_GGML_TYPE_Q8_0);
+        DQ_CASE(NVL_GGML_TYPE_Q2_K);
+        DQ_CASE(NVL_GGML_TYPE_Q3_K);
         DQ_CASE(NVL_GGML_TYPE_Q4_K);
         DQ_CASE(NVL_GGML_TYPE_Q5_K);
         DQ_CASE(NVL_GGML_TYPE_Q6_K);

@@ -49,7 +49,7 @@ struct nvl_k_block_q8 {
 NVL_QUANT_STATIC_ASSERT(sizeof(struct nvl_k_block_q8) == 40, "nvl_k_block_q8");
 
 /* True when the GPU kernels can multiply with weights of this type: F32, F16, BF16, Q4_0, Q4_1,
- * Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K. */
+ * Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. */
 bool nvl__k_type_supported(enum nvl_ggml_type type);
 /* The activation format a weight type is multiplied with. */
 enum nvl_k_act nvl__k_act_for(enum nvl_ggml_type type);

@@ -24,6 +24,8 @@ extern "C" bool nvl__k_type_supported(enum nvl_ggml_type type)
     case NVL_GGML_TYPE_Q5_0:
     case NVL_GGML_TYPE_Q5_1:
     case NVL_GGML_TYPE_Q8_0:
+    case NVL_GGML_TYPE_Q2_K:
+    case NVL_GGML_TYPE_Q3_K:
     case NVL_GGML_TYPE_Q4_K:
     case NVL_GGML_TYPE_Q5_K:
     case NVL_GGML_TYPE_Q6_K:
@@ -42,6 +44,8 @@ extern "C" enum nvl_k_act nvl__k_act_for(enum nvl_ggml_type type)
     case NVL_GGML_TYPE_Q5_1:
     case NVL_GGML_TYPE_Q8_0:
         return NVL_K_ACT_Q8;
+    case NVL_GGML_TYPE_Q2_K:
+    case NVL_GGML_TYPE_Q3_K:
     case NVL_GGML_TYPE_Q4_K:
     case NVL_GGML_TYPE_Q5_K:
     case NVL_GGML_TYPE_Q6_K:

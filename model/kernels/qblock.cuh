@@ -5,12 +5,13 @@
  *
  * Matrix-vector products (matvec.cu) stage a row's weight blocks in shared memory and give each
  * thread a *unit* of whole blocks, loaded into registers: on the fast path 8 Q4_0 blocks = 144 B,
- * 4 Q4_1 = 80 B, 8 Q5_0 = 176 B, 2 Q5_1 = 48 B, 4 Q8_0 = 136 B, one Q4_K = 144 B, one Q5_K =
- * 176 B, one Q6_K = 210 B (only 2-byte aligned: aligned words and funnel shifts), 8 plain
- * elements. The unit then sits in a register array w[], and the block functions below read its
- * fields at byte offsets that are compile-time constants once the loops are unrolled, so the
- * array never leaves registers. Activations (struct nvl_k_block_q8 or nvl_block_q8_K) are read
- * with plain loads: from shared memory on the GPU, where matvec.cu stages them. */
+ * 4 Q4_1 = 80 B, 8 Q5_0 = 176 B, 2 Q5_1 = 48 B, 4 Q8_0 = 136 B, one Q2_K = 84 B, one Q3_K =
+ * 110 B, one Q4_K = 144 B, one Q5_K = 176 B, one Q6_K = 210 B (Q3_K and Q6_K are only 2-byte
+ * aligned: aligned words and funnel shifts), 8 plain elements. The unit then sits in a register
+ * array w[], and the block functions below read its fields at byte offsets that are compile-time
+ * constants once the loops are unrolled, so the array never leaves registers. Activations (struct
+ * nvl_k_block_q8 or nvl_block_q8_K) are read with plain loads: from shared memory on the GPU, where
+ * matvec.cu stages them. */
 #ifndef NVL_MODEL_QBLOCK_CUH
 #define NVL_MODEL_QBLOCK_CUH
 
@@ -142,6 +143,14 @@ template <> struct k_type<NVL_GGML_TYPE_Q8_0> {
     static constexpr int block_bytes = 34, block_elems = 32, fast_blocks = 8;
     static constexpr int act = NVL_K_ACT_Q8;
 };
+template <> struct k_type<NVL_GGML_TYPE_Q2_K> {
+    static constexpr int block_bytes = 84, block_elems = 256, fast_blocks = 1;
+    static constexpr int act = NVL_K_ACT_Q8K;
+};
+template <> struct k_type<NVL_GGML_TYPE_Q3_K> {
+    static constexpr int block_bytes = 110, block_elems = 256, fast_blocks = 1;
+    static constexpr int act = NVL_K_ACT_Q8K;
+};
 template <> struct k_type<NVL_GGML_TYPE_Q4_K> {
     static constexpr int block_bytes = 144, block_elems = 256, fast_blocks = 1;
     static constexpr int act = NVL_K_ACT_Q8K;
@@ -272,6 +281,82 @@ static K_HD int k_bsum(const uint8_t *xb, int g)
     return (g & 1) ? (v >> 16) : (int)(int16_t)(v & 0xffff);
 }
 
+/* Q2_K and Q3_K hold 2-bit quants as ggml lays them out: byte l of the 32-byte half h carries
+ * elements 128h + 32sh + l in its bit pairs sh = 0..3, so word i of the half gives, for each sh,
+ * four consecutive elements of 16-element sub-block 8h + 2sh + i / 4. part[s] collects the
+ * integer dot of sub-block s; q3 adds Q3_K's high bits (hmask bit 4h + sh of byte l, at byte 0
+ * of the block) as bit 2 of each quant, so the quants are unsigned (q + 4 for Q3_K's q in
+ * [-4, 3]) and the offset meets the activation's per-16 sums afterwards. */
+template <bool Q3> static K_HD void k_parts_q23(const uint32_t *w, const uint8_t *xb, int *part)
+{
+    constexpr int qs_off = Q3 ? 32 : 16;
+    K_UNROLL
+    for (int s = 0; s < 16; s++)
+        part[s] = 0;
+    K_UNROLL
+    for (int h = 0; h < 2; h++) {
+        K_UNROLL
+        for (int i = 0; i < 8; i++) {
+            const uint32_t q = k_w32(w, qs_off + 32 * h + 4 * i);
+            const uint32_t hm = Q3 ? k_w32(w, 4 * i) : 0u;
+            K_UNROLL
+            for (int sh = 0; sh < 4; sh++) {
+                uint32_t v = (q >> (2 * sh)) & 0x03030303u;
+                if (Q3)
+                    v |= ((hm >> (4 * h + sh)) & 0x01010101u) << 2;
+                const int s = 8 * h + 2 * sh + (i >> 2);
+                part[s] =
+                    k_dp4a((int)v, k_ld32(xb + K_Q8K_QS + 128 * h + 32 * sh + 4 * i), part[s]);
+            }
+        }
+    }
+}
+
+/* Q2_K block (at byte 0 of w): 4-bit scale and min per sub-block at 0, qs at 16, d at 80, dmin
+ * at 82. */
+static K_HD float k_dot_q2_K(const uint32_t *w, const uint8_t *xb)
+{
+    int part[16];
+    k_parts_q23<false>(w, xb, part);
+    int isum = 0, msum = 0;
+    K_UNROLL
+    for (int s = 0; s < 16; s++) {
+        const int sc = (int)k_w8(w, s);
+        isum += (sc & 15) * part[s];
+        msum += (sc >> 4) * k_bsum(xb, s);
+    }
+    return k_ldf(xb) * (k_h2f(k_w16(w, 80)) * (float)isum - k_h2f(k_w16(w, 82)) * (float)msum);
+}
+
+/* Q3_K's sixteen 6-bit scales (biased by 32) from the 12 bytes a0, a1, a2 (little-endian words):
+ * low nibbles of a0 and a1 for scales 0-7, their high nibbles for 8-15, the top two bits from
+ * a2 (ggml's kmask unpacking). Returns the four bytes of scales 4g .. 4g + 3. */
+static K_HD uint32_t k_q3_scales4(uint32_t a0, uint32_t a1, uint32_t a2, int g)
+{
+    const uint32_t lo = (g & 1) ? a1 : a0;
+    const uint32_t nib = (g & 2) ? (lo >> 4) & 0x0f0f0f0fu : lo & 0x0f0f0f0fu;
+    return nib | (((a2 >> (2 * g)) & 0x03030303u) << 4);
+}
+
+/* Q3_K block (at byte 0 of w): hmask at 0, qs at 32, packed scales at 96, d at 108. */
+static K_HD float k_dot_q3_K(const uint32_t *w, const uint8_t *xb)
+{
+    int part[16];
+    k_parts_q23<true>(w, xb, part);
+    const uint32_t a0 = k_w32(w, 96), a1 = k_w32(w, 100), a2 = k_w32(w, 104);
+    int isum = 0;
+    K_UNROLL
+    for (int g = 0; g < 4; g++) {
+        const uint32_t sc4 = k_q3_scales4(a0, a1, a2, g);
+        K_UNROLL
+        for (int j = 0; j < 4; j++) {
+            const int s = 4 * g + j;
+            isum += ((int)((sc4 >> (8 * j)) & 0xffu) - 32) * (part[s] - 4 * k_bsum(xb, s));
+        }
+    }
+    return k_ldf(xb) * k_h2f(k_w16(w, 108)) * (float)isum;
+}
+
 /* Q4_K and Q5_K pack 8 six-bit scales and 8 six-bit mins into 12 bytes at byte 4 of the block. */
 static K_HD void k_scale_min_k4(const uint32_t *w, int j, int *sc, int *m)
 {
@@ -376,6 +461,10 @@ static K_HD void k_unit_dot(const uint32_t *w, const uint8_t *xu, float &acc)
             acc += k_dot_q5_1(w, BB * b, xb);
         else if (T == NVL_GGML_TYPE_Q8_0)
             acc += k_dot_q8_0(w, BB * b, xb);
+        else if (T == NVL_GGML_TYPE_Q2_K)
+            acc += k_dot_q2_K(w, xb);
+        else if (T == NVL_GGML_TYPE_Q3_K)
+            acc += k_dot_q3_K(w, xb);
         else if (T == NVL_GGML_TYPE_Q4_K)
             acc += k_dot_qk45<false>(w, xb);
         else if (T == NVL_GGML_TYPE_Q5_K)
@@ -432,6 +521,33 @@ template <int T> static K_HD void k_dequant32(const uint8_t *blk, int sub, float
         const float d = k_h2f(k_b16(blk));
         for (int j = 0; j < 32; j++)
             y[j] = (float)(int8_t)blk[2 + j] * d;
+    } else if (T == NVL_GGML_TYPE_Q2_K) {
+        /* sub = 4h + sh: elements 128h + 32sh + l are bit pair sh of qs[32h + l]. */
+        const float d = k_h2f(k_b16(blk + 80)), dmin = k_h2f(k_b16(blk + 82));
+        const int h = sub >> 2, sh = sub & 3;
+        const uint8_t *qs = blk + 16 + 32 * h;
+        for (int half = 0; half < 2; half++) {
+            const int sc = blk[8 * h + 2 * sh + half];
+            const float dl = d * (float)(sc & 0x0f), ml = dmin * (float)(sc >> 4);
+            for (int l = 16 * half; l < 16 * half + 16; l++)
+                y[l] = dl * (float)((qs[l] >> (2 * sh)) & 3) - ml;
+        }
+    } else if (T == NVL_GGML_TYPE_Q3_K) {
+        /* As Q2_K, with the high bit 4h + sh of hmask[l] (clear: q - 4). */
+        const float d = k_h2f(k_b16(blk + 108));
+        const int h = sub >> 2, sh = sub & 3;
+        const uint8_t *hm = blk, *qs = blk + 32 + 32 * h, *sc = blk + 96;
+        for (int half = 0; half < 2; half++) {
+            /* Scale s = 8h + 2sh + half: byte s % 4 of group g = s / 4 (k_q3_scales4). */
+            const int s = 8 * h + 2 * sh + half, g = s >> 2, j = s & 3;
+            const int lo = sc[j + 4 * (g & 1)];
+            const int nib = (g & 2) ? (lo >> 4) : (lo & 0x0f);
+            const int scale = (nib | (((sc[8 + j] >> (2 * g)) & 3) << 4)) - 32;
+            const float dl = d * (float)scale;
+            for (int l = 16 * half; l < 16 * half + 16; l++)
+                y[l] = dl *
+                       (float)(((qs[l] >> (2 * sh)) & 3) - (((hm[l] >> (4 * h + sh)) & 1) ? 0 : 4));
+        }
     } else if (T == NVL_GGML_TYPE_Q4_K || T == NVL_GGML_TYPE_Q5_K) {
         /* sub = 2c + hi: elements 64c + 32hi + l use nibble hi of qs[32c + l]. */
         const bool q5 = T == NVL_GGML_TYPE_Q5_K;

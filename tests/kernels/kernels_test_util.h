@@ -62,6 +62,13 @@ static inline void ku_fill_blocks(enum nvl_ggml_type type, uint8_t *dst, int64_t
             ku_put16(p, nvl_fp32_to_fp16(ku_uniform(0.001f, 0.02f)));
             ku_put16(p + 2, nvl_fp32_to_fp16(ku_uniform(-0.2f, 0.0f)));
             break;
+        case NVL_GGML_TYPE_Q2_K:
+            ku_put16(p + 80, nvl_fp32_to_fp16(ku_uniform(0.0001f, 0.002f)));
+            ku_put16(p + 82, nvl_fp32_to_fp16(ku_uniform(0.0001f, 0.004f)));
+            break;
+        case NVL_GGML_TYPE_Q3_K:
+            ku_put16(p + 108, nvl_fp32_to_fp16(ku_uniform(0.0001f, 0.001f)));
+            break;
         case NVL_GGML_TYPE_Q4_K:
         case NVL_GGML_TYPE_Q5_K:
             ku_put16(p, nvl_fp32_to_fp16(ku_uniform(0.0001f, 0.002f)));

@@ -140,7 +140,8 @@ static void test_quantize(void)
 static const enum nvl_ggml_type mv_types[] = {
     NVL_GGML_TYPE_F32,  NVL_GGML_TYPE_F16,  NVL_GGML_TYPE_BF16, NVL_GGML_TYPE_Q4_0,
     NVL_GGML_TYPE_Q4_1, NVL_GGML_TYPE_Q5_0, NVL_GGML_TYPE_Q5_1, NVL_GGML_TYPE_Q8_0,
-    NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q5_K, NVL_GGML_TYPE_Q6_K,
+    NVL_GGML_TYPE_Q2_K, NVL_GGML_TYPE_Q3_K, NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q5_K,
+    NVL_GGML_TYPE_Q6_K,
 };
 
 static void check_matvec(enum nvl_ggml_type type, int64_t k, int64_t rows, int32_t n_tok,
@@ -359,6 +360,7 @@ static void test_matvec(void)
     }
     check_matvec(NVL_GGML_TYPE_Q4_K, 1024, 9000, 1, true);
     check_matvec(NVL_GGML_TYPE_Q6_K, 2048, 5000, 1, false);
+    check_matvec(NVL_GGML_TYPE_Q3_K, 2048, 5000, 1, false);
     for (size_t i = 0; i < sizeof(mv_types) / sizeof(mv_types[0]); i++) {
         check_matvec(mv_types[i], 2048, 100, 1, false);
         check_matvec(mv_types[i], 4096, 77, 5, true);
@@ -426,7 +428,8 @@ static void test_dequant(void)
 static void test_gemm(void)
 {
     const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_F16,  NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q8_0,
-                                        NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q6_K, NVL_GGML_TYPE_F32};
+                                        NVL_GGML_TYPE_Q2_K, NVL_GGML_TYPE_Q3_K, NVL_GGML_TYPE_Q4_K,
+                                        NVL_GGML_TYPE_Q6_K, NVL_GGML_TYPE_F32};
     const int64_t rows = 300;
     const int32_t n_tok = 37;
     struct nvl_k_gemm *g;

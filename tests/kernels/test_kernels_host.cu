@@ -12,6 +12,23 @@
 #include "kernels_test_util.h"
 #include "qblock.cuh"
 
+// The CPU backend's dot products of the formats whose GPU blocks follow them one block after
+// the other (model/src/cpu_ops.c): the same integer sums and per-block float expression, added
+// in the same order, so the host run of k_unit_dot must agree to rounding.
+extern "C" float nvl__cpu_dot_q2_K_generic(const void *w, const void *x, int64_t n);
+extern "C" float nvl__cpu_dot_q3_K_generic(const void *w, const void *x, int64_t n);
+
+template <int T> static bool cpu_dot(const uint8_t *row, const uint8_t *x, int64_t k, float *out)
+{
+    if (T == NVL_GGML_TYPE_Q2_K)
+        *out = nvl__cpu_dot_q2_K_generic(row, x, k);
+    else if (T == NVL_GGML_TYPE_Q3_K)
+        *out = nvl__cpu_dot_q3_K_generic(row, x, k);
+    else
+        return false;
+    return true;
+}
+
 static int failures = 0;
 
 #define CHECK(cond, ...)                                                                           \
@@ -110,6 +127,10 @@ template <int T> static void check_type(int64_t k)
         const float one = unit_row_dot<T, 1>(row, xq.data(), k);
         CHECK(std::fabs(one - ref) <= tol, "%s k=%lld row %d: one-block units %.9g, ref %.9g", name,
               (long long)k, r, one, ref);
+        float cpu;
+        if (cpu_dot<T>(row, xq.data(), k, &cpu))
+            CHECK(std::fabs(one - cpu) <= 1e-6 * mag, "%s k=%lld row %d: %.9g, CPU dot %.9g", name,
+                  (long long)k, r, one, cpu);
         constexpr int FB = k_type<T>::fast_blocks;
         if (k % (FB * k_type<T>::block_elems) == 0) {
             const float fast = unit_row_dot<T, FB>(row, xq.data(), k);
@@ -146,6 +167,8 @@ int main()
         check_type<NVL_GGML_TYPE_Q5_0>(k);
         check_type<NVL_GGML_TYPE_Q5_1>(k);
         check_type<NVL_GGML_TYPE_Q8_0>(k);
+        check_type<NVL_GGML_TYPE_Q2_K>(k);
+        check_type<NVL_GGML_TYPE_Q3_K>(k);
         check_type<NVL_GGML_TYPE_Q4_K>(k);
         check_type<NVL_GGML_TYPE_Q5_K>(k);
         check_type<NVL_GGML_TYPE_Q6_K>(k);
