@@ -183,50 +183,36 @@ if want resident; then
 fi
 RES_TG=$(field "$OUT/resident_q4_K.out" tg 2>/dev/null)
 
-# Where decode time goes: one single-token pass of the Q4_0 model under Nsight Compute (graphs
-# off, so every kernel is its own launch), time and DRAM bytes per kernel, summed by kernel.
+# Where the time goes: one single-token pass (Q4_0 and Q4_K) and one 512-token prompt pass
+# (Q4_0) under Nsight Compute, graphs off so that every kernel is its own launch; time, DRAM
+# bytes, achieved occupancy and SM busy per kernel, summed by kernel (scripts/ncu-table.py).
 if want profile; then
     NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-    f=$DISK/llama3-8b-q4_0.gguf
-    synth llama3-8b q4_0 "$f"
-    if [ -n "$NCU" ]; then
-        run profile_decode 400 env NVL_GPU_GRAPHS=0 "$NCU" --csv --page raw \
-            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+    METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed
+    for t in q4_0 q4_K; do
+        f=$DISK/llama3-8b-$t.gguf
+        synth llama3-8b $t "$f"
+        [ -n "$NCU" ] || break
+        run "profile_decode_$t" 400 env NVL_GPU_GRAPHS=0 "$NCU" --csv --page raw --metrics "$METRICS" \
             "$BIN/nvinfer" -m "$f" -p "" -n 1 --temp 0 -c 256
-        python3 - "$OUT/profile_decode.out" <<'PYEOF' | tee -a "$LOG" "$OUT/profile.md"
-import csv, sys, re, collections
-rows = [l for l in open(sys.argv[1]) if l.startswith('"')]
-r = list(csv.reader(rows))
-head = r[0]
-ki, ti = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
-bi, wi = head.index("dram__bytes_read.sum"), head.index("dram__bytes_write.sum")
-agg = collections.OrderedDict()
-def num(s):
-    try: return float(s.replace(",", ""))
-    except ValueError: return 0.0
-units = r[1] if len(r) > 1 and not r[1][ti].replace(",", "").replace(".", "").isdigit() else None
-scale_t = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(units[ti] if units else "nsecond", 1e-3)
-scale_b = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}.get(units[bi] if units else "byte", 1.0)
-for row in r[2 if units else 1:]:
-    name = re.sub(r"[<(].*", "", row[ki]).strip()
-    a = agg.setdefault(name, [0, 0.0, 0.0])
-    a[0] += 1; a[1] += num(row[ti]) * scale_t; a[2] += (num(row[bi]) + num(row[wi])) * scale_b
-tot = sum(a[1] for a in agg.values())
-print("\n| kernel (one decode pass, graphs off) | launches | time us | share | DRAM GB/s |")
-print("|---|---|---|---|---|")
-for n, a in sorted(agg.items(), key=lambda kv: -kv[1][1]):
-    print(f"| {n} | {a[0]} | {a[1]:.0f} | {100*a[1]/tot:.0f}% | {a[2]/a[1]/1e3 if a[1] else 0:.0f} |")
-print(f"| total | {sum(a[0] for a in agg.values())} | {tot:.0f} | | |")
-PYEOF
+        python3 scripts/ncu-table.py "$OUT/profile_decode_$t.out" "one decode pass, $t, graphs off" |
+            tee -a "$LOG" "$OUT/profile.md"
+    done
+    f=$DISK/llama3-8b-q4_0.gguf
+    if [ -n "$NCU" ]; then
+        run profile_prefill_q4_0 500 env NVL_GPU_GRAPHS=0 NVL_BENCH_NO_WARMUP=1 "$NCU" --csv --page raw \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+            "$BIN/nvinfer" -m "$f" --benchmark -n 1 -c 1024
+        python3 scripts/ncu-table.py "$OUT/profile_prefill_q4_0.out" "pp512 + 2 decode passes, q4_0, graphs off" |
+            tee -a "$LOG" "$OUT/profile.md"
     fi
-    # Sensitivity of decode to the matrix-vector launch shape.
-    for tb in 256 2048; do
-        run "resident_q4_0_tb$tb" 300 env NVL_MV_TARGET_BLOCKS=$tb "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
-        row "| 8B q4_0 resident, matvec target $tb blocks | tg $(field "$OUT/resident_q4_0_tb$tb.out" tg) tok/s |"
+    # Sensitivity of decode to the matrix-vector block size and to CUDA graphs.
+    for w in 4 16; do
+        run "resident_q4_0_w$w" 300 env NVL_MV_WARPS=$w "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
+        row "| 8B q4_0 resident, matvec $w warps per block | tg $(field "$OUT/resident_q4_0_w$w.out" tg) tok/s |"
     done
     run resident_q4_0_nograph 300 env NVL_GPU_GRAPHS=0 "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
     row "| 8B q4_0 resident, CUDA graphs off | tg $(field "$OUT/resident_q4_0_nograph.out" tg) tok/s |"
-    rm -f "$f"
 fi
 
 if want offload; then

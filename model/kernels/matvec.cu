@@ -34,11 +34,11 @@
  * units, so that a 4096-element row is a 16-unit span and two rows share a warp). */
 template <int T> static constexpr int mv_fast_blocks()
 {
-    return T == NVL_GGML_TYPE_Q4_0 || T == NVL_GGML_TYPE_Q5_0                                ? 8
-           : T == NVL_GGML_TYPE_Q5_1                                                         ? 2
-           : (T == NVL_GGML_TYPE_Q4_K || T == NVL_GGML_TYPE_Q5_K || T == NVL_GGML_TYPE_Q6_K) ? 1
-           : k_type<T>::block_elems == 1                                                     ? 8
-                                                                                             : 4;
+    return T == NVL_GGML_TYPE_Q4_0 || T == NVL_GGML_TYPE_Q5_0 ? 8
+           : T == NVL_GGML_TYPE_Q5_1                          ? 2
+           : k_type<T>::block_elems == 256                    ? 1
+           : k_type<T>::block_elems == 1                      ? 8
+                                                              : 4;
 }
 
 static __device__ __forceinline__ void mv_cp_async16(uint8_t *dst, const uint8_t *src)
@@ -71,8 +71,8 @@ static __device__ __forceinline__ void mv_stage(uint8_t *dst, const uint8_t *src
 }
 
 /* Loads the UB-byte unit at p (shared memory, 2-byte aligned) into w: the widest loads the
- * unit's alignment allows; a 2-byte-aligned unit (Q6_K) through aligned words and funnel shifts
- * (reads up to 6 bytes past the unit: MV_PAD). */
+ * unit's alignment allows; a 2-byte-aligned unit (Q3_K, Q6_K) through aligned words and funnel
+ * shifts (reads up to 6 bytes past the unit: MV_PAD). */
 template <int UB> static __device__ __forceinline__ void mv_lds(const uint8_t *p, uint32_t *w)
 {
     constexpr int NW = (UB + 3) / 4;
@@ -400,6 +400,12 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
         break;
     case NVL_GGML_TYPE_Q8_0:
         rc = mv_type<NVL_GGML_TYPE_Q8_0>(mm, n, stream);
+        break;
+    case NVL_GGML_TYPE_Q2_K:
+        rc = mv_type<NVL_GGML_TYPE_Q2_K>(mm, n, stream);
+        break;
+    case NVL_GGML_TYPE_Q3_K:
+        rc = mv_type<NVL_GGML_TYPE_Q3_K>(mm, n, stream);
         break;
     case NVL_GGML_TYPE_Q4_K:
         rc = mv_type<NVL_GGML_TYPE_Q4_K>(mm, n, stream);
