@@ -140,6 +140,9 @@ extern "C" int nvl__k_attention(const struct nvl_k_attention *a, cudaStream_t st
         a->head_dim < 1 || a->head_dim > ATT_THREADS || a->n_ctx < 1 ||
         a->n_ctx > nvl__k_attention_max_ctx())
         return -EINVAL;
+    const int prc = nvl__k_attention_prefill(a, stream);
+    if (prc != -ENOTSUP)
+        return prc;
     const size_t smem = att_smem(a->head_dim, a->n_ctx);
     if (smem > 48 * 1024 &&
         cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=

@@ -155,6 +155,11 @@ struct nvl_k_attention {
     int32_t n_ctx;
 };
 int nvl__k_attention(const struct nvl_k_attention *a, cudaStream_t stream);
+/* The same for batches (attention_prefill.cu; nvl__k_attention() dispatches to it): query tiles
+ * against key tiles in shared memory on the tensor cores, q and the probabilities rounded to fp16
+ * (an error of about 1e-3 of sum p |v|), softmax in fp32. -ENOTSUP where it does not apply
+ * (n_tok < 16, head_dim not 64 or 128, misaligned rows, compute capability below 8.0). */
+int nvl__k_attention_prefill(const struct nvl_k_attention *a, cudaStream_t stream);
 /* Largest n_ctx nvl__k_attention() supports on this device (shared memory for the scores). */
 int32_t nvl__k_attention_max_ctx(void);
 
