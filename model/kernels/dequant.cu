@@ -1,6 +1,12 @@
 /* Dequantization of weight rows to fp16 or fp32 (the GEMM path's tiles) and the embedding lookup
  * (dequantized rows picked by token id). One thread per 32-element chunk, with the CPU's
- * expressions (qblock.cuh k_dequant32). */
+ * expressions (qblock.cuh k_dequant32).
+ *
+ * Weights whose rows lie back to back (the GEMM's case) go through k_dequant_tiled: a block
+ * takes DQ_CHUNKS consecutive chunks, copies their bytes into shared memory with 16-byte loads,
+ * dequantizes there, and writes the segment's output with 16-byte stores, consecutive lanes at
+ * consecutive addresses. Reading the 18-byte Q4_0 blocks byte by byte from global memory and
+ * storing 64 bytes per thread at a 64-byte stride held the simple kernel near 1 TB/s. */
 #include <errno.h>
 
 #include <cuda_fp16.h>
@@ -52,6 +58,47 @@ static __global__ void k_dequant(const uint8_t *__restrict__ src, uint64_t row_b
     dq_store<O>(dst + r * k + c * 32, v);
 }
 
+/* Chunks per block of the tiled kernel (one per thread). A segment's source bytes, DQ_CHUNKS * 32
+ * elements' worth, are a multiple of 16 for every block size, so each segment starts 16-byte
+ * aligned when src does. */
+#define DQ_CHUNKS 256
+
+/* Rows back to back (row_bytes = k / block_elems * block_bytes), src and dst 16-byte aligned:
+ * chunk c of the whole matrix sits at byte (c / per) * block_bytes, sub-chunk c % per, and its
+ * output at element 32c. */
+template <int T, typename O>
+static __global__ void __launch_bounds__(DQ_CHUNKS)
+    k_dequant_tiled(const uint8_t *__restrict__ src, int64_t n_chunks, O *__restrict__ dst)
+{
+    constexpr int BE = k_type<T>::block_elems, BB = k_type<T>::block_bytes;
+    constexpr int PER = BE / 32;                    /* chunks per block */
+    constexpr int SEG_BYTES = DQ_CHUNKS / PER * BB; /* a multiple of 16 */
+    static_assert(BE % 32 == 0 && SEG_BYTES % 16 == 0, "segment alignment");
+    __shared__ __align__(16) uint8_t sin[SEG_BYTES];
+    __shared__ __align__(16) O sout[DQ_CHUNKS * 32];
+
+    const int64_t c0 = (int64_t)blockIdx.x * DQ_CHUNKS;
+    const int n = n_chunks - c0 < DQ_CHUNKS ? (int)(n_chunks - c0) : DQ_CHUNKS;
+    /* Whole blocks of the segment: n is a multiple of PER (rows hold whole blocks). */
+    const int nbytes = n / PER * BB;
+    const uint8_t *s = src + c0 / PER * BB;
+    for (int i = threadIdx.x; i < nbytes / 16; i += DQ_CHUNKS)
+        ((uint4 *)sin)[i] = ((const uint4 *)s)[i];
+    for (int i = nbytes / 16 * 16 + threadIdx.x; i < nbytes; i += DQ_CHUNKS)
+        sin[i] = s[i];
+    __syncthreads();
+    if ((int)threadIdx.x < n) {
+        float v[32];
+        k_dequant32<T>(sin + threadIdx.x / PER * BB, (int)(threadIdx.x % PER), v);
+        dq_store<O>(sout + threadIdx.x * 32, v);
+    }
+    __syncthreads();
+    uint4 *d = (uint4 *)(dst + c0 * 32);
+    const int nvec = n * 32 * (int)sizeof(O) / 16;
+    for (int i = threadIdx.x; i < nvec; i += DQ_CHUNKS)
+        d[i] = ((const uint4 *)sout)[i];
+}
+
 /* Plain types, any row length: one thread per element. */
 template <int T, typename O>
 static __global__ void k_dequant_plain(const uint8_t *__restrict__ src, uint64_t row_bytes,
@@ -95,6 +142,35 @@ static int dq_launch_plain(enum nvl_ggml_type type, const void *src, uint64_t ro
 static bool dq_plain(enum nvl_ggml_type type)
 {
     return type == NVL_GGML_TYPE_F32 || type == NVL_GGML_TYPE_F16 || type == NVL_GGML_TYPE_BF16;
+}
+
+template <typename O>
+static int dq_launch_tiled(enum nvl_ggml_type type, const void *src, int64_t rows, int64_t k,
+                           O *dst, cudaStream_t stream)
+{
+    const int64_t n_chunks = rows * (k / 32);
+    const unsigned g = k_blocks(n_chunks, DQ_CHUNKS);
+    const uint8_t *s = (const uint8_t *)src;
+#define DQ_CASE(TYPE)                                                                              \
+    case TYPE:                                                                                     \
+        k_dequant_tiled<TYPE, O><<<g, DQ_CHUNKS, 0, stream>>>(s, n_chunks, dst);                   \
+        break
+    switch (type) {
+        DQ_CASE(NVL_GGML_TYPE_Q4_0);
+        DQ_CASE(NVL_GGML_TYPE_Q4_1);
+        DQ_CASE(NVL_GGML_TYPE_Q5_0);
+        DQ_CASE(NVL_GGML_TYPE_Q5_1);
+        DQ_CASE(NVL_GGML_TYPE_Q8_0);
+        DQ_CASE(NVL_GGML_TYPE_Q2_K);
+        DQ_CASE(NVL_GGML_TYPE_Q3_K);
+        DQ_CASE(NVL_GGML_TYPE_Q4_K);
+        DQ_CASE(NVL_GGML_TYPE_Q5_K);
+        DQ_CASE(NVL_GGML_TYPE_Q6_K);
+    default:
+        return -EINVAL;
+    }
+#undef DQ_CASE
+    return nvl__k_launch_check("dequant");
 }
 
 template <typename O>
@@ -142,6 +218,10 @@ extern "C" int nvl__k_dequant(enum nvl_ggml_type type, const void *src, uint64_t
     /* Whole 32-element chunks, and 16-byte aligned output rows. */
     if (k % 32 || k % nvl_ggml_block_size(type) || ((uintptr_t)dst & 15))
         return -EINVAL;
+    const uint64_t packed = (uint64_t)k / nvl_ggml_block_size(type) * nvl_ggml_type_size(type);
+    if (row_bytes == packed && !((uintptr_t)src & 15))
+        return dst_f16 ? dq_launch_tiled<__half>(type, src, rows, k, (__half *)dst, stream)
+                       : dq_launch_tiled<float>(type, src, rows, k, (float *)dst, stream);
     if (dst_f16)
         return dq_launch<__half>(type, src, row_bytes, rows, k, NULL, (__half *)dst, stream);
     return dq_launch<float>(type, src, row_bytes, rows, k, NULL, (float *)dst, stream);

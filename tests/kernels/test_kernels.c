@@ -374,54 +374,72 @@ static void test_matvec(void)
 /* ------------------------------------------------------------------------------------------ */
 /* Dequantization, embedding lookup, GEMM */
 
+/* Dequantization of packed rows (the tiled kernel: one partial segment of 256 chunks, then
+ * several and a partial one), of rows with a padded stride and of a source at an odd 2-byte
+ * offset (the per-chunk kernel), and the embedding lookup. */
+static void check_dequant(enum nvl_ggml_type type, int64_t rows, int64_t k, uint64_t pad,
+                          size_t src_off)
+{
+    uint64_t prb;
+    uint8_t *packed = ku_matrix(type, rows, k, &prb);
+    const uint64_t rb = prb + pad;
+    uint8_t *w = calloc(1, (size_t)(rb * (uint64_t)rows) + src_off);
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(w + src_off + (uint64_t)r * rb, packed + (uint64_t)r * prb, (size_t)prb);
+    float *want = malloc((size_t)(rows * k) * sizeof(float));
+    float *got = malloc((size_t)(rows * k) * sizeof(float));
+    uint16_t *got16 = malloc((size_t)(rows * k) * sizeof(uint16_t));
+    for (int64_t r = 0; r < rows; r++)
+        nvl_dequantize_row(type, packed + (uint64_t)r * prb, want + r * k, k);
+    uint8_t *dw_base = dev_copy(w, (size_t)(rb * (uint64_t)rows) + src_off);
+    const uint8_t *dw = dw_base + src_off;
+    float *d32 = dev_alloc((size_t)(rows * k) * sizeof(float));
+    uint16_t *d16 = dev_alloc((size_t)(rows * k) * sizeof(uint16_t));
+    CHECK(nvl__k_dequant(type, dw, rb, rows, k, d32, false, 0) == 0, "dequant launch");
+    CHECK(nvl__k_dequant(type, dw, rb, rows, k, d16, true, 0) == 0, "dequant launch");
+    to_host(got, d32, (size_t)(rows * k) * sizeof(float));
+    to_host(got16, d16, (size_t)(rows * k) * sizeof(uint16_t));
+    int bad = 0;
+    for (int64_t j = 0; j < rows * k; j++) {
+        if (!(fabsf(got[j] - want[j]) <= 1e-6f * fabsf(want[j])))
+            bad++;
+        if (!(fabsf(nvl_fp16_to_fp32(got16[j]) - want[j]) <= 1e-3f * fabsf(want[j]) + 1e-7f))
+            bad++;
+    }
+    CHECK(bad == 0, "dequant %s (%lld x %lld, pad %llu, offset %zu): %d elements differ",
+          nvl_ggml_type_name(type), (long long)rows, (long long)k, (unsigned long long)pad, src_off,
+          bad);
+
+    /* Embedding rows by id. */
+    const int32_t ids[4] = {3, 0, 4, 3};
+    int32_t *dids = dev_copy(ids, sizeof(ids));
+    CHECK(nvl__k_get_rows(type, dw, rb, k, dids, 4, d32, 0) == 0, "get_rows launch");
+    to_host(got, d32, (size_t)(4 * k) * sizeof(float));
+    bad = 0;
+    for (int t = 0; t < 4; t++)
+        for (int64_t j = 0; j < k; j++)
+            if (!(fabsf(got[t * k + j] - want[ids[t] * k + j]) <=
+                  1e-6f * fabsf(want[ids[t] * k + j])))
+                bad++;
+    CHECK(bad == 0, "get_rows %s: %d elements differ", nvl_ggml_type_name(type), bad);
+    cudaFree(dids);
+    cudaFree(dw_base);
+    cudaFree(d32);
+    cudaFree(d16);
+    free(packed);
+    free(w);
+    free(want);
+    free(got);
+    free(got16);
+}
+
 static void test_dequant(void)
 {
-    const int64_t k = 512, rows = 9;
     for (size_t i = 0; i < sizeof(mv_types) / sizeof(mv_types[0]); i++) {
-        const enum nvl_ggml_type type = mv_types[i];
-        uint64_t rb;
-        uint8_t *w = ku_matrix(type, rows, k, &rb);
-        float *want = malloc((size_t)(rows * k) * sizeof(float));
-        float *got = malloc((size_t)(rows * k) * sizeof(float));
-        uint16_t *got16 = malloc((size_t)(rows * k) * sizeof(uint16_t));
-        for (int64_t r = 0; r < rows; r++)
-            nvl_dequantize_row(type, w + (uint64_t)r * rb, want + r * k, k);
-        uint8_t *dw = dev_copy(w, (size_t)(rb * (uint64_t)rows));
-        float *d32 = dev_alloc((size_t)(rows * k) * sizeof(float));
-        uint16_t *d16 = dev_alloc((size_t)(rows * k) * sizeof(uint16_t));
-        CHECK(nvl__k_dequant(type, dw, rb, rows, k, d32, false, 0) == 0, "dequant launch");
-        CHECK(nvl__k_dequant(type, dw, rb, rows, k, d16, true, 0) == 0, "dequant launch");
-        to_host(got, d32, (size_t)(rows * k) * sizeof(float));
-        to_host(got16, d16, (size_t)(rows * k) * sizeof(uint16_t));
-        int bad = 0;
-        for (int64_t j = 0; j < rows * k; j++) {
-            if (fabsf(got[j] - want[j]) > 1e-6f * fabsf(want[j]))
-                bad++;
-            if (fabsf(nvl_fp16_to_fp32(got16[j]) - want[j]) > 1e-3f * fabsf(want[j]) + 1e-7f)
-                bad++;
-        }
-        CHECK(bad == 0, "dequant %s: %d elements differ", nvl_ggml_type_name(type), bad);
-
-        /* Embedding rows by id. */
-        const int32_t ids[4] = {3, 0, 8, 3};
-        int32_t *dids = dev_copy(ids, sizeof(ids));
-        CHECK(nvl__k_get_rows(type, dw, rb, k, dids, 4, d32, 0) == 0, "get_rows launch");
-        to_host(got, d32, (size_t)(4 * k) * sizeof(float));
-        bad = 0;
-        for (int t = 0; t < 4; t++)
-            for (int64_t j = 0; j < k; j++)
-                if (fabsf(got[t * k + j] - want[ids[t] * k + j]) >
-                    1e-6f * fabsf(want[ids[t] * k + j]))
-                    bad++;
-        CHECK(bad == 0, "get_rows %s: %d elements differ", nvl_ggml_type_name(type), bad);
-        cudaFree(dids);
-        cudaFree(dw);
-        cudaFree(d32);
-        cudaFree(d16);
-        free(w);
-        free(want);
-        free(got);
-        free(got16);
+        check_dequant(mv_types[i], 9, 512, 0, 0);
+        check_dequant(mv_types[i], 37, 1024, 0, 0);
+        check_dequant(mv_types[i], 5, 512, 16, 0);
+        check_dequant(mv_types[i], 5, 512, 0, mv_types[i] == NVL_GGML_TYPE_F32 ? 4 : 2);
     }
 }
 
