@@ -1,5 +1,6 @@
 /* Batched products (prompt processing) through cuBLAS: the weight is dequantized to fp16 in row
- * chunks that fit the scratch buffer, the activations are converted to fp16 once, and each chunk
+ * chunks that fit the scratch buffer, the activations are converted to fp16 once (once for all
+ * the products of a group that share them: Q/K/V, gate/up), and each chunk
  * is one cublasGemmEx with fp32 accumulation and fp32 output (accumulating into y for the
  * residual products). The products run on the tensor cores. */
 #include <dlfcn.h>
@@ -72,6 +73,21 @@ static __global__ void k_rows_to_f16(const uint8_t *__restrict__ x, size_t x_str
     y[i] = __float2half_rn(row[i % k]);
 }
 
+/* The same, four elements per thread (k a multiple of 4, rows 16-byte aligned). */
+static __global__ void k_rows_to_f16_x4(const uint8_t *__restrict__ x, size_t x_stride,
+                                        int32_t n_tok, int64_t k, __half *__restrict__ y)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, k4 = k / 4;
+    if (i >= (int64_t)n_tok * k4)
+        return;
+    const float4 v = ((const float4 *)(x + (size_t)(i / k4) * x_stride))[i % k4];
+    const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
+    uint2 packed;
+    packed.x = *(const uint32_t *)&lo;
+    packed.y = *(const uint32_t *)&hi;
+    ((uint2 *)y)[i] = packed;
+}
+
 extern "C" size_t nvl__k_gemm_vram_bytes(size_t scratch_bytes, int64_t max_k, int32_t max_tok)
 {
     /* cuBLAS keeps a workspace of its own, a few MiB on Hopper. */
@@ -114,10 +130,9 @@ void nvl__k_gemm_destroy(struct nvl_k_gemm *g)
     free(g);
 }
 
-extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_t stream)
+/* Converts the shared activations of a group to fp16 (once) into g->x16. */
+static int gemm_prepare_x(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_t stream)
 {
-    if (mm->n_tok < 1 || mm->rows < 1 || mm->k < 1 || mm->k % nvl_ggml_block_size(mm->type))
-        return -EINVAL;
     const size_t xe = (size_t)mm->n_tok * (size_t)mm->k;
     if (xe > g->x16_elems) {
         /* Grows outside any graph capture: batches reach this path, single tokens never do. */
@@ -130,22 +145,25 @@ extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, 
         }
         g->x16_elems = xe;
     }
-    const int64_t chunk = (int64_t)(g->w16_bytes / ((size_t)mm->k * sizeof(__half)));
-    if (chunk < 1)
-        return -ENOSPC;
+    if (mm->k % 4 == 0 && mm->x_stride % 16 == 0 && !((uintptr_t)mm->x & 15))
+        k_rows_to_f16_x4<<<k_blocks((int64_t)xe / 4, K_THREADS), K_THREADS, 0, stream>>>(
+            (const uint8_t *)mm->x, mm->x_stride, mm->n_tok, mm->k, g->x16);
+    else
+        k_rows_to_f16<<<k_blocks((int64_t)xe, K_THREADS), K_THREADS, 0, stream>>>(
+            (const uint8_t *)mm->x, mm->x_stride, mm->n_tok, mm->k, g->x16);
+    return nvl__k_launch_check("gemm (activations)");
+}
 
-    k_rows_to_f16<<<k_blocks((int64_t)xe, K_THREADS), K_THREADS, 0, stream>>>(
-        (const uint8_t *)mm->x, mm->x_stride, mm->n_tok, mm->k, g->x16);
-    int rc = nvl__k_launch_check("gemm (activations)");
-    if (rc)
-        return rc;
-    if (cublas.set_stream(g->handle, stream) != CUBLAS_STATUS_SUCCESS)
-        return -EIO;
+/* One product against the fp16 activations in g->x16. */
+static int gemm_run(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_t stream)
+{
+    const int64_t chunk = (int64_t)(g->w16_bytes / ((size_t)mm->k * sizeof(__half)));
     const float alpha = 1.0f, beta = mm->accumulate ? 1.0f : 0.0f;
     for (int64_t r0 = 0; r0 < mm->rows; r0 += chunk) {
         const int64_t nr = mm->rows - r0 < chunk ? mm->rows - r0 : chunk;
-        rc = nvl__k_dequant(mm->type, (const uint8_t *)mm->w + (uint64_t)r0 * mm->row_bytes,
-                            mm->row_bytes, nr, mm->k, g->w16, true, stream);
+        const int rc =
+            nvl__k_dequant(mm->type, (const uint8_t *)mm->w + (uint64_t)r0 * mm->row_bytes,
+                           mm->row_bytes, nr, mm->k, g->w16, true, stream);
         if (rc)
             return rc;
         /* Column-major view: W chunk is k x nr (lda k), X is k x n_tok (ldb k), Y is
@@ -161,4 +179,33 @@ extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, 
         }
     }
     return 0;
+}
+
+extern "C" int nvl__k_gemm_group(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, int n,
+                                 cudaStream_t stream)
+{
+    if (n < 1)
+        return -EINVAL;
+    for (int i = 0; i < n; i++) {
+        const struct nvl_k_matmul *m = &mm[i];
+        if (m->n_tok < 1 || m->rows < 1 || m->k < 1 || m->k % nvl_ggml_block_size(m->type) ||
+            m->x != mm[0].x || m->x_stride != mm[0].x_stride || m->n_tok != mm[0].n_tok ||
+            m->k != mm[0].k)
+            return -EINVAL;
+    }
+    if (g->w16_bytes / ((size_t)mm[0].k * sizeof(__half)) < 1)
+        return -ENOSPC;
+    int rc = gemm_prepare_x(g, &mm[0], stream);
+    if (rc)
+        return rc;
+    if (cublas.set_stream(g->handle, stream) != CUBLAS_STATUS_SUCCESS)
+        return -EIO;
+    for (int i = 0; i < n && !rc; i++)
+        rc = gemm_run(g, &mm[i], stream);
+    return rc;
+}
+
+extern "C" int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_t stream)
+{
+    return nvl__k_gemm_group(g, mm, 1, stream);
 }

@@ -105,6 +105,10 @@ void nvl__k_gemm_destroy(struct nvl_k_gemm *g);
 size_t nvl__k_gemm_vram_bytes(size_t scratch_bytes, int64_t max_k, int32_t max_tok);
 /* mm->x is n_tok rows of fp32 (x_stride bytes apart), not quantized. */
 int nvl__k_gemm(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, cudaStream_t stream);
+/* n products that share their activations (the same x, x_stride, n_tok and k; each its own weight,
+ * type, rows and output): x is converted to fp16 once for all of them. */
+int nvl__k_gemm_group(struct nvl_k_gemm *g, const struct nvl_k_matmul *mm, int n,
+                      cudaStream_t stream);
 
 /* y = x / sqrt(mean(x^2) + eps) * g for n_tok rows of n (rows n apart); the sum of squares is
  * accumulated in double, as on the CPU. */

@@ -347,6 +347,102 @@ static void test_fused_quantize(void)
     free(g);
 }
 
+/* The matrix-vector prologue (NVL_K_MV_IN_F32 / NVL_K_MV_IN_RMSNORM) makes exactly the
+ * activations the separate quantize / rmsnorm_quantize kernels make: the products must be
+ * bit-identical to the unfused ones, for one and several tokens and for a group. */
+static void check_matvec_prologue(enum nvl_ggml_type type, int64_t k, int32_t n_tok)
+{
+    const char *name = nvl_ggml_type_name(type);
+    const enum nvl_k_act act = nvl__k_act_for(type);
+    const int64_t rows[3] = {1000, 256, 256};
+    const size_t xrb = nvl__k_act_row_bytes(act, k);
+    float *x = malloc((size_t)(k * n_tok) * 4), *g = malloc((size_t)k * 4);
+    ku_floats(x, k * n_tok, 2.0f);
+    ku_floats(g, k, 1.0f);
+    float *dx = dev_copy(x, (size_t)(k * n_tok) * 4), *dg = dev_copy(g, (size_t)k * 4);
+    float *dxn = dev_alloc((size_t)(k * n_tok) * 4);
+    uint8_t *dq = dev_alloc(xrb * (size_t)n_tok);
+    struct nvl_k_matmul ref[3], fused[3];
+    uint8_t *w[3];
+    for (int i = 0; i < 3; i++) {
+        uint64_t rb;
+        w[i] = ku_matrix(type, rows[i], k, &rb);
+        ref[i] = (struct nvl_k_matmul){.w = dev_copy(w[i], (size_t)(rb * (uint64_t)rows[i])),
+                                       .type = type,
+                                       .row_bytes = rb,
+                                       .k = k,
+                                       .rows = rows[i],
+                                       .x = dq,
+                                       .x_stride = xrb,
+                                       .y = dev_alloc((size_t)(rows[i] * n_tok) * 4),
+                                       .y_stride = (size_t)rows[i],
+                                       .n_tok = n_tok};
+        fused[i] = ref[i];
+        fused[i].y = dev_alloc((size_t)(rows[i] * n_tok) * 4);
+        fused[i].x = dx;
+        fused[i].x_stride = (size_t)k * 4;
+    }
+    for (int mode = NVL_K_MV_IN_F32; mode <= NVL_K_MV_IN_RMSNORM; mode++) {
+        const bool rms = mode == NVL_K_MV_IN_RMSNORM;
+        if (rms)
+            CHECK(nvl__k_rmsnorm_quantize(dx, dg, dxn, k, n_tok, 1e-5f, act, dq, 0) == 0,
+                  "rmsnorm_quantize");
+        else
+            CHECK(nvl__k_quantize(act, dx, (size_t)k, n_tok, k, dq, 0) == 0, "quantize");
+        for (int i = 0; i < 3; i++) {
+            fused[i].in = (enum nvl_k_mv_in)mode;
+            fused[i].norm = rms ? dg : NULL;
+            fused[i].eps = rms ? 1e-5f : 0.0f;
+        }
+        CHECK(nvl__k_matvec_group(ref, 3, 0) == 0, "%s group launch", name);
+        CHECK(nvl__k_matvec_group(fused, 3, 0) == 0, "%s group launch (prologue %d)", name, mode);
+        CHECK(nvl__k_matvec(&fused[0], 0) == 0, "%s single launch (prologue %d)", name, mode);
+        bool same = true;
+        for (int i = 0; i < 3; i++) {
+            const size_t nb = (size_t)(rows[i] * n_tok) * 4;
+            float *a = malloc(nb), *b = malloc(nb);
+            to_host(a, ref[i].y, nb);
+            to_host(b, fused[i].y, nb);
+            same = same && memcmp(a, b, nb) == 0;
+            free(a);
+            free(b);
+        }
+        CHECK(same, "%s k=%lld n_tok=%d: the %s prologue differs from the separate kernels", name,
+              (long long)k, n_tok, rms ? "RMSNorm" : "quantizing");
+        printf("matvec prologue %-5s %-7s k=%-5lld tokens=%d: bit-identical to the separate "
+               "kernels%s\n",
+               name, rms ? "rmsnorm" : "f32", (long long)k, n_tok, same ? "" : " NO");
+    }
+    /* Weights with fp32 activations have no prologue. */
+    struct nvl_k_matmul bad = fused[0];
+    bad.type = NVL_GGML_TYPE_F16;
+    bad.row_bytes = (uint64_t)k * 2;
+    CHECK(nvl__k_matvec(&bad, 0) == -EINVAL, "F16 with a prologue is refused");
+    for (int i = 0; i < 3; i++) {
+        cudaFree((void *)ref[i].w);
+        cudaFree(ref[i].y);
+        cudaFree(fused[i].y);
+        free(w[i]);
+    }
+    cudaFree(dx);
+    cudaFree(dg);
+    cudaFree(dxn);
+    cudaFree(dq);
+    free(x);
+    free(g);
+}
+
+static void test_matvec_prologue(void)
+{
+    const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q8_0, NVL_GGML_TYPE_Q4_K,
+                                        NVL_GGML_TYPE_Q6_K};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        check_matvec_prologue(types[i], 4096, 1);
+        check_matvec_prologue(types[i], 2048, 6);
+    }
+    check_matvec_prologue(NVL_GGML_TYPE_Q4_0, 14336, 1);
+}
+
 static void test_matvec(void)
 {
     /* Tall matrices (several rows per warp), and rows of the 8B down projection (several
@@ -510,6 +606,76 @@ static void test_gemm(void)
         free(y);
         free(wd);
     }
+    nvl__k_gemm_destroy(g);
+}
+
+/* Three products of different types and sizes sharing one input (rows x_pad floats apart beyond
+ * k, so 0 takes the vectorized conversion and 1 the scalar one), through one group call. */
+static void check_gemm_group(int64_t x_pad)
+{
+    const enum nvl_ggml_type types[3] = {NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q6_K, NVL_GGML_TYPE_F16};
+    const int64_t rows[3] = {300, 64, 96}, k = 512;
+    const int32_t n_tok = 20;
+    const size_t xs = (size_t)(k + x_pad);
+    struct nvl_k_gemm *g;
+    const int grc = nvl__k_gemm_create(128 * 1024 * sizeof(uint16_t), &g);
+    if (grc == -ENOTSUP)
+        return;
+    CHECK(grc == 0, "gemm create");
+    float *x = malloc(xs * (size_t)n_tok * sizeof(float));
+    ku_floats(x, (int64_t)xs * n_tok, 1.0f);
+    float *dx = dev_copy(x, xs * (size_t)n_tok * sizeof(float));
+    struct nvl_k_matmul mm[3];
+    uint8_t *w[3];
+    uint64_t rb[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = ku_matrix(types[i], rows[i], k, &rb[i]);
+        mm[i] = (struct nvl_k_matmul){.w = dev_copy(w[i], (size_t)(rb[i] * (uint64_t)rows[i])),
+                                      .type = types[i],
+                                      .row_bytes = rb[i],
+                                      .k = k,
+                                      .rows = rows[i],
+                                      .x = dx,
+                                      .x_stride = xs * sizeof(float),
+                                      .y = dev_alloc((size_t)(rows[i] * n_tok) * sizeof(float)),
+                                      .y_stride = (size_t)rows[i],
+                                      .n_tok = n_tok,
+                                      .accumulate = false};
+    }
+    CHECK(nvl__k_gemm_group(g, mm, 3, 0) == 0, "gemm group run");
+    float *wd = malloc((size_t)k * sizeof(float));
+    for (int i = 0; i < 3; i++) {
+        float *y = malloc((size_t)(rows[i] * n_tok) * sizeof(float));
+        to_host(y, mm[i].y, (size_t)(rows[i] * n_tok) * sizeof(float));
+        double worst = 0.0;
+        for (int64_t r = 0; r < rows[i]; r++) {
+            nvl_dequantize_row(types[i], w[i] + (uint64_t)r * rb[i], wd, k);
+            for (int t = 0; t < n_tok; t++) {
+                double ref = 0.0, mag = 0.0;
+                for (int64_t j = 0; j < k; j++) {
+                    ref += (double)wd[j] * x[(size_t)t * xs + (size_t)j];
+                    mag += fabs((double)wd[j] * x[(size_t)t * xs + (size_t)j]);
+                }
+                double err = fabs(y[t * rows[i] + r] - ref) / mag;
+                if (!(err == err))
+                    err = INFINITY;
+                worst = err > worst ? err : worst;
+            }
+        }
+        CHECK(worst <= 4e-3, "gemm group %s (x pad %lld): relative error %.3g",
+              nvl_ggml_type_name(types[i]), (long long)x_pad, worst);
+        cudaFree((void *)mm[i].w);
+        cudaFree(mm[i].y);
+        free(w[i]);
+        free(y);
+    }
+    printf("gemm group of 3 (x pad %lld): within 4e-3\n", (long long)x_pad);
+    /* Products that do not share their input are refused. */
+    mm[1].k = 256;
+    CHECK(nvl__k_gemm_group(g, mm, 3, 0) == -EINVAL, "gemm group with mixed inputs accepted");
+    cudaFree(dx);
+    free(x);
+    free(wd);
     nvl__k_gemm_destroy(g);
 }
 
@@ -840,9 +1006,12 @@ int main(void)
     test_quantize();
     test_matvec();
     test_matvec_group();
+    test_matvec_prologue();
     test_fused_quantize();
     test_dequant();
     test_gemm();
+    check_gemm_group(0);
+    check_gemm_group(1);
     test_rmsnorm_swiglu();
     check_rope(64, 64, false);
     check_rope(64, 32, true);
