@@ -41,6 +41,8 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(struct nvl_k_a
     extern __shared__ float sm[];
     __shared__ double dscratch[32];
     __shared__ float fscratch[32];
+    k_pdl_wait();
+    k_pdl_launch();
     const int h = blockIdx.x, t = blockIdx.y, hd = a.head_dim;
     const int kvd = a.n_head_kv * hd, qd = a.n_head * hd;
     const int kvh = h / (a.n_head / a.n_head_kv);
@@ -148,6 +150,8 @@ extern "C" int nvl__k_attention(const struct nvl_k_attention *a, cudaStream_t st
         cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
             cudaSuccess)
         return nvl__k_launch_check("attention (shared memory)");
-    k_attention<<<dim3((unsigned)a->n_head, (unsigned)a->n_tok), ATT_THREADS, smem, stream>>>(*a);
-    return nvl__k_launch_check("attention");
+    const int rc = k_launch(k_attention, dim3((unsigned)a->n_head, (unsigned)a->n_tok),
+                            dim3(ATT_THREADS), smem, stream, *a);
+    const int lrc = nvl__k_launch_check("attention");
+    return rc ? rc : lrc;
 }

@@ -3,12 +3,52 @@
 #define NVL_MODEL_KCOMMON_CUH
 
 #include <cuda_runtime.h>
+#include <errno.h>
 #include <stdint.h>
 
 #include "kernels.h"
 
 /* Checks the launch just made: 0, or -EIO with CUDA's message logged under `what`. */
 extern "C" int nvl__k_launch_check(const char *what);
+
+/* Programmatic dependent launch, device side: k_pdl_wait() returns once the kernels ahead in the
+ * stream have finished and their writes are visible (at once when the launch was an ordinary
+ * one); k_pdl_launch() lets the next kernel start launching. A kernel calls k_pdl_launch() only
+ * after k_pdl_wait(), so that a kernel started early overlaps one predecessor, never two. */
+static __device__ __forceinline__ void k_pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void k_pdl_launch(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+/* Launches kern<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when
+ * nvl__k_pdl() is on. 0 or -EIO (the caller's nvl__k_launch_check() logs CUDA's message). */
+template <typename... P, typename... A>
+static int k_launch(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                    A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    if (nvl__k_pdl()) {
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+    }
+    return cudaLaunchKernelEx(&cfg, kern, args...) == cudaSuccess ? 0 : -EIO;
+}
 
 /* Threads per block of the element-wise and reduction kernels. */
 #define K_THREADS 256

@@ -62,6 +62,18 @@ size_t nvl__k_act_row_bytes(enum nvl_k_act act, int64_t k);
 int nvl__k_quantize(enum nvl_k_act act, const float *x, size_t x_stride, int32_t n_tok, int64_t k,
                     void *dst, cudaStream_t stream);
 
+/* Where the matrix-vector kernel takes its activations from (decode fusions: a kernel that only
+ * normalizes or quantizes a 4096-element row costs a launch and a trip through memory, ~4-10 us,
+ * as long as a small product). With NVL_K_MV_IN_F32 or NVL_K_MV_IN_RMSNORM every block makes the
+ * quantized rows itself from fp32 x in its prologue, bit for bit what nvl__k_quantize() and
+ * nvl__k_rmsnorm_quantize() (run with 8 warps per block) would have written. Only for weight
+ * types whose activations are quantized (nvl__k_act_for() != NVL_K_ACT_F32). */
+enum nvl_k_mv_in {
+    NVL_K_MV_IN_READY = 0, /* x: rows already in nvl__k_act_for(type) format */
+    NVL_K_MV_IN_F32,       /* x: fp32 rows, quantized in the prologue */
+    NVL_K_MV_IN_RMSNORM,   /* x: fp32 rows, RMS-normalized (norm, eps) and quantized */
+};
+
 /* One product y = W x (or y += W x) for n_tok activation rows. */
 struct nvl_k_matmul {
     const void *w; /* rows of the weight, row_bytes apart, in device-visible memory */
@@ -74,7 +86,10 @@ struct nvl_k_matmul {
     float *y;        /* [n_tok][y_stride] outputs */
     size_t y_stride; /* floats */
     int32_t n_tok;
-    bool accumulate; /* y += W x */
+    bool accumulate;     /* y += W x */
+    enum nvl_k_mv_in in; /* matrix-vector kernels only; zero: x is ready */
+    const float *norm;   /* NVL_K_MV_IN_RMSNORM: the gain, k floats */
+    float eps;           /* NVL_K_MV_IN_RMSNORM */
 };
 
 /* Fused dequantize + matrix-vector product (decode, and batches too small for a GEMM). The
@@ -193,6 +208,14 @@ struct nvl_k_sample {
 };
 int nvl__k_sample(const float *logits, int32_t n, const struct nvl_k_sample *p, int32_t *out,
                   cudaStream_t stream);
+
+/* Programmatic dependent launch (Hopper): while on for the calling thread, the decode kernels
+ * are launched so that each may start before the one ahead of it in the stream has finished. A
+ * kernel so launched touches nothing its predecessors write before griddepcontrol.wait; the
+ * matrix-vector kernels prefetch their (immutable) weights before it. For a stream whose weights
+ * do not change under it, i.e. a captured pass over resident layers; off by default. */
+void nvl__k_set_pdl(bool on);
+bool nvl__k_pdl(void);
 
 /* Element-wise y = x (fp32 -> fp16), for tests and the GEMM's activations. */
 int nvl__k_f32_to_f16(const float *x, uint16_t *y, int64_t n, cudaStream_t stream);

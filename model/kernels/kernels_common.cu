@@ -13,6 +13,19 @@ extern "C" int nvl__k_launch_check(const char *what)
     return -EIO;
 }
 
+/* Per thread: each session's forward pass runs on one thread, under the model's lock. */
+static thread_local bool pdl_on;
+
+extern "C" void nvl__k_set_pdl(bool on)
+{
+    pdl_on = on;
+}
+
+extern "C" bool nvl__k_pdl(void)
+{
+    return pdl_on;
+}
+
 extern "C" bool nvl__k_type_supported(enum nvl_ggml_type type)
 {
     switch (type) {

@@ -1,21 +1,31 @@
 /* Fused dequantize + matrix-vector product (decode, and batches below the GEMM threshold).
  *
- * Layout: LPR lanes of a warp own a row (RPW = 32 / LPR rows per warp, MV_WARPS warps per
- * block by default), and the row is read in chunks of LPR units (qblock.cuh: a unit is NB whole
- * weight blocks). Each chunk is first copied from global to shared memory by the whole warp with
- * 16-byte asynchronous copies (cp.async), lane i taking bytes [16 i, 16 i + 16) of each 512-byte
- * stretch, so every warp-wide load reads whole 32-byte sectors of one contiguous span and the
- * copies of a chunk are all in flight at once without holding registers. Then lane j of the row's
- * group takes unit j of the chunk from shared memory into registers and dots it with its
- * activations. The quantized activations of the block's tokens are staged in shared memory
- * once per block (each lane reads a different unit's activation, which from global memory would
- * touch several cache lines per load); fp32 activations (F32/F16/BF16 weights) are read from
- * global memory, coalesced, with 16-byte loads.
+ * Work: a row group is RPW = 32 / LPR rows that one warp's lanes share, LPR lanes per row, and a
+ * row is read in chunks of LPR units (qblock.cuh: a unit is NB whole weight blocks). The grid is
+ * persistent (at most as many blocks as fit on the GPU at once): warp w of the grid takes row
+ * groups w, w + W, w + 2W, ... of the launch's matrices, so every warp gets the same number of
+ * groups give or take one, and streams their chunks through MV_STAGES shared-memory buffers:
+ * while it multiplies chunk s, the copies of chunks s + 1 .. s + MV_STAGES - 1 are in flight
+ * (16-byte cp.async, lane i taking bytes [16 i, 16 i + 16) of each 512-byte stretch, so every
+ * warp-wide load reads whole 32-byte sectors of one contiguous span). Loading and multiplying
+ * thus overlap inside each warp instead of alternating, which is what held the earlier
+ * one-chunk-per-warp kernel to ~1.4-1.9 TB/s on an H100.
+ *
+ * Activations: the block's tokens are staged in shared memory once per block (each lane reads a
+ * different unit's activation). With NVL_K_MV_IN_F32 / NVL_K_MV_IN_RMSNORM the block makes them
+ * itself from the fp32 rows (RMS normalization, then quantization, exactly as the separate
+ * kernels do), which saves the launch of those kernels on the decode path. fp32 activations
+ * (F32/F16/BF16 weights) are read from global memory, coalesced, with 16-byte loads.
+ *
+ * Launch order: the first chunks' weight copies are issued before k_pdl_wait(), so under
+ * programmatic dependent launch they overlap the tail of the previous kernel; nothing written by
+ * an earlier kernel is read before it.
  *
  * Sums: each lane accumulates its units in chunk order, then the row's lanes add up with a
- * fixed butterfly. No atomics, and the launch shape depends only on the matrices' shapes, so the
- * result is the same on every run and for every placement of the weights. Q/K/V and gate/up go
- * out as one launch (a group); up to MV_TOK tokens share one pass over the weights. */
+ * fixed butterfly. No atomics, and a row's arithmetic does not depend on the grid or on which
+ * warp computes it, so the result is the same on every run and for every placement of the
+ * weights. Q/K/V and gate/up go out as one launch (a group); up to MV_TOK tokens share one pass
+ * over the weights. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +34,9 @@
 #include "nvl_driver/log.h"
 #include "qblock.cuh"
 
-#define MV_WARPS     8  /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
-#define MV_MAX_WARPS 16 /* the most NVL_MV_WARPS may ask for (the register budget) */
+#define MV_WARPS     4 /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
+#define MV_MAX_WARPS 8 /* the most NVL_MV_WARPS may ask for (the register budget) */
+#define MV_STAGES    3 /* chunk buffers per warp: MV_STAGES - 1 chunks in flight while one is used */
 #define MV_TOK       4
 #define MV_PAD       16 /* bytes after each staged span: the 2-byte-aligned unit loads read past it */
 
@@ -48,14 +59,20 @@ static __device__ __forceinline__ void mv_cp_async16(uint8_t *dst, const uint8_t
                  : "memory");
 }
 
-static __device__ __forceinline__ void mv_cp_async_wait(void)
+static __device__ __forceinline__ void mv_cp_async_commit(void)
 {
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+/* Waits until at most N of this thread's committed copy groups are still in flight. */
+template <int N> static __device__ __forceinline__ void mv_cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 /* Copies n bytes (n even) from global src to shared dst (16-byte aligned), thread tid of nthr:
  * asynchronous 16-byte copies when src is 16-byte aligned, 2-byte loads for the rest. The
- * caller waits (mv_cp_async_wait) and synchronizes before reading dst. */
+ * caller commits, waits (mv_cp_async_wait) and synchronizes before reading dst. */
 static __device__ __forceinline__ void mv_stage(uint8_t *dst, const uint8_t *src, int n, int tid,
                                                 int nthr)
 {
@@ -138,25 +155,104 @@ static __device__ __forceinline__ void mv_plain_dot(const uint32_t *w, const uin
 }
 
 /* The matrices of one launch: up to NVL_K_MV_GROUP products with the same type, row length and
- * input. Block b belongs to matrix g when block_end[g - 1] <= b < block_end[g]. */
+ * input. Row group i belongs to matrix m when item_end[m - 1] <= i < item_end[m]. */
 struct mv_group {
     const uint8_t *w[NVL_K_MV_GROUP];
     uint64_t row_bytes[NVL_K_MV_GROUP];
     int64_t rows[NVL_K_MV_GROUP];
     float *y[NVL_K_MV_GROUP];
     size_t y_stride[NVL_K_MV_GROUP];
-    int64_t block_end[NVL_K_MV_GROUP];
+    int64_t item_end[NVL_K_MV_GROUP];
 };
 
-/* Shared memory of one warp: RPW row spans of LPR units, each followed by MV_PAD bytes. */
+/* The activations of one launch: NT rows x_stride bytes apart, in the form `in` says. */
+struct mv_input {
+    const uint8_t *x;
+    size_t x_stride;
+    int in; /* enum nvl_k_mv_in */
+    const float *norm;
+    float eps;
+};
+
+/* Shared memory of one warp's buffer: RPW row spans of LPR units, each followed by MV_PAD bytes. */
 template <int UB, int LPR> struct mv_span {
     static constexpr int value = (LPR * UB + 15) / 16 * 16 + MV_PAD;
 };
 
+/* Where row group `item` of the launch is: its matrix, first row and number of rows. */
+template <int RPW>
+static __device__ __forceinline__ void mv_locate(const struct mv_group &g, int64_t item, int &m,
+                                                 int64_t &row0, int &nrows)
+{
+    m = 0;
+    while (m < NVL_K_MV_GROUP - 1 && item >= g.item_end[m])
+        m++;
+    row0 = (item - (m ? g.item_end[m - 1] : 0)) * RPW;
+    const int64_t left = g.rows[m] - row0;
+    nrows = left < RPW ? (int)left : RPW;
+}
+
+/* The block's quantized activations, made in shared memory (xs, rows x_pad apart) from fp32
+ * rows: RMS normalization as k_rmsnorm (the sum of squares in double, in its order), quantization
+ * as k_quant_q8 / k_quant_q8k, so the bits are those of the separate kernels. Every thread takes
+ * part; the block has 1, 2, 4 or 8 warps. */
+template <int ACT, int NT>
+static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t *xs,
+                                   uint32_t x_pad)
+{
+    __shared__ double scratch[8];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll 1
+    for (int t = 0; t < NT; t++) {
+        const float *xr = (const float *)(in.x + (size_t)t * in.x_stride);
+        float scale = 1.0f;
+        const bool rms = in.in == NVL_K_MV_IN_RMSNORM;
+        if (rms) {
+            /* k_rmsnorm's order: 256 threads take strides of 256, each warp's butterfly, then
+             * the 8 warps' sums in order. A block of nw warps (nw divides 8) plays warps w,
+             * w + nw, ... of those 256 threads. */
+            for (int vw = warp; vw < 8; vw += nw) {
+                double ss = 0.0;
+                for (int64_t i = vw * 32 + lane; i < k; i += 256)
+                    ss += (double)xr[i] * xr[i];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1)
+                    ss += __shfl_xor_sync(0xffffffffu, ss, o);
+                if (lane == 0)
+                    scratch[vw] = ss;
+            }
+            __syncthreads();
+            double ss = 0.0;
+            for (int w = 0; w < 8; w++)
+                ss += scratch[w];
+            __syncthreads(); /* scratch is read before the next token writes it */
+            scale = (float)(1.0 / sqrt(ss / (double)k + in.eps));
+        }
+        uint8_t *dst = xs + (size_t)t * x_pad;
+        if (ACT == NVL_K_ACT_Q8) {
+            for (int64_t b = warp; b < k / 32; b += nw) {
+                const int64_t i = b * 32 + lane;
+                const float v = rms ? xr[i] * scale * in.norm[i] : xr[i];
+                k_quant_q8_warp(v, (struct nvl_k_block_q8 *)dst + b);
+            }
+        } else {
+            for (int64_t b = warp; b < k / NVL_QK_K; b += nw) {
+                float v[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const int64_t i = b * NVL_QK_K + 8 * lane + j;
+                    v[j] = rms ? xr[i] * scale * in.norm[i] : xr[i];
+                }
+                k_quant_q8k_warp(v, (struct nvl_block_q8_K *)dst + b);
+            }
+        }
+    }
+}
+
 template <int T, int NB, int NT, int LPR>
 static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
-    k_matvec(const struct mv_group g, int64_t n_units, const uint8_t *__restrict__ x,
-             size_t x_stride, uint32_t x_pad, bool accumulate)
+    k_matvec(const struct mv_group g, const struct mv_input in, int64_t n_units, int64_t n_items,
+             uint32_t x_pad, bool accumulate)
 {
     constexpr int UB = NB * k_type<T>::block_bytes;
     constexpr int NW = (UB + 3) / 4;
@@ -164,84 +260,118 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
     constexpr bool XS = k_type<T>::act != NVL_K_ACT_F32; /* activations staged */
     constexpr int RPW = 32 / LPR;
     constexpr int SPAN = mv_span<UB, LPR>::value;
+    constexpr int BUF = RPW * SPAN;
     extern __shared__ __align__(16) uint8_t mv_smem[];
 
-    int m = 0;
-    while (m < NVL_K_MV_GROUP - 1 && (int64_t)blockIdx.x >= g.block_end[m])
-        m++;
-    const int64_t blk = (int64_t)blockIdx.x - (m ? g.block_end[m - 1] : 0);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int grp = lane / LPR, gl = lane % LPR;
-    const int64_t row0 = (blk * nw + warp) * RPW;
-    const int64_t left = g.rows[m] - row0;
-    const int nrows = left < 0 ? 0 : (left < RPW ? (int)left : RPW);
-    const uint64_t row_bytes = g.row_bytes[m];
-    const uint8_t *wbase = g.w[m] + (uint64_t)(row0 < g.rows[m] ? row0 : 0) * row_bytes;
-    uint8_t *xs = mv_smem;
-    uint8_t *ws = mv_smem + (XS ? (size_t)NT * x_pad : 0) + (size_t)warp * RPW * SPAN;
-
-    if (XS) {
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-            mv_stage(xs + (size_t)t * x_pad, x + (size_t)t * x_stride, (int)(n_units * XU),
-                     threadIdx.x, blockDim.x);
-    }
+    const int64_t gw = (int64_t)blockIdx.x * nw + warp, tw = (int64_t)gridDim.x * nw;
     const int64_t n_chunks = (n_units + LPR - 1) / LPR;
+    const int64_t my_items = gw < n_items ? (n_items - gw + tw - 1) / tw : 0;
+    const int64_t n_stages = my_items * n_chunks;
+    uint8_t *xs = mv_smem;
+    uint8_t *ws = mv_smem + (XS ? (size_t)NT * x_pad : 0) + (size_t)warp * MV_STAGES * BUF;
+
+    /* Stage s of this warp: chunk s % n_chunks of its row group s / n_chunks, into buffer
+     * s % MV_STAGES. Always one commit group per stage (empty past the end), so that
+     * mv_cp_async_wait<MV_STAGES - 1> means "stage s has landed". */
+    auto issue = [&](int64_t s) {
+        if (s < n_stages) {
+            int m, nrows;
+            int64_t row0;
+            mv_locate<RPW>(g, gw + (s / n_chunks) * tw, m, row0, nrows);
+            const int64_t u0 = (s % n_chunks) * LPR;
+            const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
+            uint8_t *buf = ws + (size_t)(s % MV_STAGES) * BUF;
+            const uint8_t *src = g.w[m] + (uint64_t)row0 * g.row_bytes[m] + (uint64_t)u0 * UB;
+            for (int r = 0; r < nrows; r++)
+                mv_stage(buf + r * SPAN, src + (uint64_t)r * g.row_bytes[m], cu * UB, lane, 32);
+        }
+        mv_cp_async_commit();
+    };
+#pragma unroll
+    for (int s = 0; s < MV_STAGES - 1; s++)
+        issue(s);
+
+    k_pdl_wait();
+    if (XS) {
+        const int64_t k = n_units * NB * k_type<T>::block_elems;
+        if (in.in == NVL_K_MV_IN_READY) {
+            const int words = (int)(n_units * XU / 4);
+#pragma unroll 1
+            for (int t = 0; t < NT; t++) {
+                const uint32_t *src = (const uint32_t *)(in.x + (size_t)t * in.x_stride);
+                uint32_t *dst = (uint32_t *)(xs + (size_t)t * x_pad);
+                for (int i = threadIdx.x; i < words; i += blockDim.x)
+                    dst[i] = __ldg(src + i);
+            }
+        } else {
+            mv_make_act<k_type<T>::act, NT>(in, k, xs, x_pad);
+        }
+        __syncthreads();
+    }
+    k_pdl_launch();
+
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
-
-    for (int64_t c = 0; c < n_chunks; c++) {
+    for (int64_t s = 0; s < n_stages; s++) {
+        issue(s + MV_STAGES - 1);
+        mv_cp_async_wait<MV_STAGES - 1>();
+        __syncwarp();
+        int m, nrows;
+        int64_t row0;
+        mv_locate<RPW>(g, gw + (s / n_chunks) * tw, m, row0, nrows);
+        const int64_t c = s % n_chunks;
         const int64_t u0 = c * LPR;
         const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
-        if (c > 0)
-            __syncwarp(); /* every lane is done with the previous chunk */
-        for (int r = 0; r < nrows; r++)
-            mv_stage(ws + r * SPAN, wbase + r * row_bytes + (uint64_t)u0 * UB, cu * UB, lane, 32);
-        mv_cp_async_wait();
-        if (c == 0)
-            __syncthreads(); /* the activations too */
-        else
-            __syncwarp();
         if (grp < nrows && gl < cu) {
             uint32_t w[NW];
-            mv_lds<UB>(ws + grp * SPAN + gl * UB, w);
+            mv_lds<UB>(ws + (size_t)(s % MV_STAGES) * BUF + grp * SPAN + gl * UB, w);
             const int64_t u = u0 + gl;
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (XS)
                     k_unit_dot<T, NB>(w, xs + (size_t)t * x_pad + (size_t)u * XU, acc[t]);
                 else
-                    mv_plain_dot<T, NB>(w, x + (size_t)t * x_stride + (size_t)u * XU, acc[t]);
+                    mv_plain_dot<T, NB>(w, in.x + (size_t)t * in.x_stride + (size_t)u * XU, acc[t]);
             }
         }
-    }
-    /* The row's lanes, in a fixed order. */
+        if (c == n_chunks - 1) {
+            /* The row's lanes, in a fixed order. */
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
+            for (int t = 0; t < NT; t++) {
 #pragma unroll
-        for (int o = LPR / 2; o > 0; o >>= 1)
-            acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
-    }
-    if (gl == 0 && grp < nrows) {
-        const int64_t row = row0 + grp;
+                for (int o = LPR / 2; o > 0; o >>= 1)
+                    acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+            }
+            if (gl == 0 && grp < nrows) {
+                const int64_t row = row0 + grp;
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            float *dst = g.y[m] + (size_t)t * g.y_stride[m] + row;
-            *dst = accumulate ? *dst + acc[t] : acc[t];
+                for (int t = 0; t < NT; t++) {
+                    float *dst = g.y[m] + (size_t)t * g.y_stride[m] + row;
+                    *dst = accumulate ? *dst + acc[t] : acc[t];
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                acc[t] = 0.0f;
         }
+        __syncwarp(); /* every lane is done with buffer s before stage s + MV_STAGES reuses it */
     }
+    mv_cp_async_wait<0>();
 }
 
-/* Warps per block: MV_WARPS, or NVL_MV_WARPS (1 to MV_MAX_WARPS) for tuning. */
+/* Warps per block: MV_WARPS, or NVL_MV_WARPS for tuning. */
 static int mv_warps(void)
 {
     static int warps;
     if (!warps) {
         const char *v = getenv("NVL_MV_WARPS");
         const long n = v ? atol(v) : 0;
-        warps = n >= 1 && n <= MV_MAX_WARPS ? (int)n : MV_WARPS;
+        /* 1, 2, 4 or 8: the prologue's reduction plays 8 warps' order (mv_make_act). */
+        warps = n == 1 || n == 2 || n == 4 || n == 8 ? (int)n : MV_WARPS;
     }
     return warps;
 }
@@ -282,11 +412,25 @@ template <int T, int NB, int NT> static size_t mv_smem_bytes(int64_t n_units, in
     const int lpr = mv_lpr(n_units);
     const size_t span = lpr == 8 ? mv_span<UB, 8>::value
                                  : (lpr == 16 ? mv_span<UB, 16>::value : mv_span<UB, 32>::value);
-    return NT * mv_x_pad<T, NB>(n_units) + (size_t)warps * (32 / lpr) * span;
+    return NT * mv_x_pad<T, NB>(n_units) + (size_t)warps * MV_STAGES * (32 / lpr) * span;
+}
+
+/* Multiprocessors of the current device. */
+static int mv_sms(void)
+{
+    static int sms;
+    if (!sms) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v < 1)
+            v = 1;
+        sms = v;
+    }
+    return sms;
 }
 
 template <int T, int NB, int NT, int LPR>
-static int mv_go(const struct mv_group &g, int64_t n_units, const uint8_t *x, size_t x_stride,
+static int mv_go(const struct mv_group &g, const struct mv_input &in, int64_t n_units,
                  bool accumulate, int warps, size_t smem, cudaStream_t stream)
 {
     static size_t opted; /* per kernel: the dynamic shared memory it was allowed */
@@ -298,14 +442,23 @@ static int mv_go(const struct mv_group &g, int64_t n_units, const uint8_t *x, si
             return -EIO;
         opted = lim;
     }
-    k_matvec<T, NB, NT, LPR>
-        <<<(unsigned)g.block_end[NVL_K_MV_GROUP - 1], warps * 32, smem, stream>>>(
-            g, n_units, x, x_stride, (uint32_t)mv_x_pad<T, NB>(n_units), accumulate);
-    return 0;
+    /* Persistent grid: the blocks that fit on the GPU at once, or fewer for a small launch. */
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_matvec<T, NB, NT, LPR>, warps * 32,
+                                                      smem) != cudaSuccess ||
+        per_sm < 1)
+        per_sm = 1;
+    const int64_t n_items = g.item_end[NVL_K_MV_GROUP - 1];
+    int64_t blocks = (n_items + warps - 1) / warps;
+    if (blocks > (int64_t)per_sm * mv_sms())
+        blocks = (int64_t)per_sm * mv_sms();
+    return k_launch(k_matvec<T, NB, NT, LPR>, dim3((unsigned)blocks), dim3(warps * 32), smem,
+                    stream, g, in, n_units, n_items, (uint32_t)mv_x_pad<T, NB>(n_units),
+                    accumulate);
 }
 
 /* Launches the group for type T over tokens [t0, t0 + NT). The shape (lanes per row, warps)
- * depends only on the matrices' shapes. */
+ * depends only on the matrices' shapes; the grid only on them and the device. */
 template <int T, int NB, int NT>
 static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStream_t stream)
 {
@@ -313,11 +466,10 @@ static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStrea
     const int lpr = mv_lpr(n_units), rpw = 32 / lpr;
     int warps = mv_warps();
     while (warps > 1 && mv_smem_bytes<T, NB, NT>(n_units, warps) > mv_smem_limit())
-        warps--;
+        warps /= 2;
     const size_t smem = mv_smem_bytes<T, NB, NT>(n_units, warps);
     if (smem > mv_smem_limit())
         return -E2BIG;
-    const int64_t rows_per_block = (int64_t)warps * rpw;
     struct mv_group g;
     memset(&g, 0, sizeof(g));
     int64_t end = 0;
@@ -328,20 +480,24 @@ static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStrea
             g.rows[i] = mm[i].rows;
             g.y[i] = mm[i].y + (size_t)t0 * mm[i].y_stride;
             g.y_stride[i] = mm[i].y_stride;
-            end += (mm[i].rows + rows_per_block - 1) / rows_per_block;
+            end += (mm[i].rows + rpw - 1) / rpw;
         }
-        g.block_end[i] = end;
+        g.item_end[i] = end;
     }
-    const uint8_t *x = (const uint8_t *)mm[0].x + (size_t)t0 * mm[0].x_stride;
-    const size_t xs = mm[0].x_stride;
+    struct mv_input in;
+    in.x = (const uint8_t *)mm[0].x + (size_t)t0 * mm[0].x_stride;
+    in.x_stride = mm[0].x_stride;
+    in.in = (int)mm[0].in;
+    in.norm = mm[0].norm;
+    in.eps = mm[0].eps;
     const bool acc = mm[0].accumulate;
     switch (lpr) {
     case 8:
-        return mv_go<T, NB, NT, 8>(g, n_units, x, xs, acc, warps, smem, stream);
+        return mv_go<T, NB, NT, 8>(g, in, n_units, acc, warps, smem, stream);
     case 16:
-        return mv_go<T, NB, NT, 16>(g, n_units, x, xs, acc, warps, smem, stream);
+        return mv_go<T, NB, NT, 16>(g, in, n_units, acc, warps, smem, stream);
     default:
-        return mv_go<T, NB, NT, 32>(g, n_units, x, xs, acc, warps, smem, stream);
+        return mv_go<T, NB, NT, 32>(g, in, n_units, acc, warps, smem, stream);
     }
 }
 
@@ -373,8 +529,21 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
             mm[i].k < 1 || mm[i].k % nvl_ggml_block_size(mm[i].type) != 0 ||
             mm[i].type != mm[0].type || mm[i].k != mm[0].k || mm[i].x != mm[0].x ||
             mm[i].x_stride != mm[0].x_stride || mm[i].n_tok != mm[0].n_tok ||
-            mm[i].accumulate != mm[0].accumulate)
+            mm[i].accumulate != mm[0].accumulate || mm[i].in != mm[0].in ||
+            mm[i].norm != mm[0].norm || mm[i].eps != mm[0].eps)
             return -EINVAL;
+    /* A prologue makes quantized activations (so only for quantized weights) from fp32 rows;
+     * ready activation rows are copied to shared memory in 4-byte words. */
+    if (mm[0].in != NVL_K_MV_IN_READY &&
+        (nvl__k_act_for(mm[0].type) == NVL_K_ACT_F32 || mm[0].k % 32 ||
+         (nvl__k_act_for(mm[0].type) == NVL_K_ACT_Q8K && mm[0].k % NVL_QK_K) ||
+         (mm[0].in == NVL_K_MV_IN_RMSNORM && !mm[0].norm) ||
+         (mm[0].in != NVL_K_MV_IN_F32 && mm[0].in != NVL_K_MV_IN_RMSNORM) ||
+         mm[0].x_stride % sizeof(float)))
+        return -EINVAL;
+    if (mm[0].in == NVL_K_MV_IN_READY && nvl__k_act_for(mm[0].type) != NVL_K_ACT_F32 &&
+        (mm[0].x_stride % 4 || ((uintptr_t)mm[0].x & 3)))
+        return -EINVAL;
     int rc;
     switch (mm[0].type) {
     case NVL_GGML_TYPE_F32:
@@ -419,12 +588,13 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
     default:
         return -EINVAL;
     }
-    if (rc) {
+    if (rc == -E2BIG) {
         nvl_log_error("kernels", "matvec: rows of %lld elements do not fit in shared memory",
                       (long long)mm[0].k);
         return rc;
     }
-    return nvl__k_launch_check("matvec");
+    const int lrc = nvl__k_launch_check("matvec");
+    return rc ? rc : lrc;
 }
 
 extern "C" int nvl__k_matvec(const struct nvl_k_matmul *mm, cudaStream_t stream)

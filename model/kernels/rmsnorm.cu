@@ -18,6 +18,8 @@ static __global__ void __launch_bounds__(RMS_WARPS * 32)
               int64_t n, float eps, int act, uint8_t *__restrict__ q, size_t q_row_bytes)
 {
     __shared__ double scratch[32];
+    k_pdl_wait();
+    k_pdl_launch();
     const float *xr = x + (size_t)blockIdx.y * (size_t)n;
     float *yr = y + (size_t)blockIdx.y * (size_t)n;
     double ss = 0.0;
@@ -65,9 +67,10 @@ extern "C" int nvl__k_rmsnorm_quantize(const float *x, const float *g, float *y,
         return -EINVAL;
     const int64_t per_slice = act == NVL_K_ACT_Q8 ? RMS_WARPS * 32 : RMS_WARPS * 256;
     const dim3 grid((unsigned)((n + per_slice - 1) / per_slice), (unsigned)n_tok);
-    k_rmsnorm<<<grid, RMS_WARPS * 32, 0, stream>>>(x, g, y, n, eps, (int)act, (uint8_t *)q,
-                                                   nvl__k_act_row_bytes(act, n));
-    return nvl__k_launch_check("rmsnorm");
+    const int rc = k_launch(k_rmsnorm, grid, dim3(RMS_WARPS * 32), 0, stream, x, g, y, n, eps,
+                            (int)act, (uint8_t *)q, nvl__k_act_row_bytes(act, n));
+    const int lrc = nvl__k_launch_check("rmsnorm");
+    return rc ? rc : lrc;
 }
 
 extern "C" int nvl__k_rmsnorm(const float *x, const float *g, float *y, int64_t n, int32_t n_tok,

@@ -10,6 +10,8 @@
 
 static __global__ void k_rope_kv(struct nvl_k_rope r)
 {
+    k_pdl_wait();
+    k_pdl_launch();
     const int qd = r.n_head * r.head_dim, kvd = r.n_head_kv * r.head_dim;
     const int pairs = (qd + 2 * kvd) / 2;
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -58,6 +60,8 @@ extern "C" int nvl__k_rope_kv(const struct nvl_k_rope *r, cudaStream_t stream)
         return -EINVAL;
     const int64_t pairs =
         (int64_t)r->n_tok * ((int64_t)(r->n_head + 2 * r->n_head_kv) * r->head_dim / 2);
-    k_rope_kv<<<k_blocks(pairs, K_THREADS), K_THREADS, 0, stream>>>(*r);
-    return nvl__k_launch_check("rope_kv");
+    const int rc =
+        k_launch(k_rope_kv, dim3(k_blocks(pairs, K_THREADS)), dim3(K_THREADS), 0, stream, *r);
+    const int lrc = nvl__k_launch_check("rope_kv");
+    return rc ? rc : lrc;
 }

@@ -23,6 +23,8 @@ static __global__ void k_swiglu_quant(float *__restrict__ g, const float *__rest
                                       int32_t n_tok, uint8_t *__restrict__ q, size_t q_row_bytes)
 {
     constexpr int BL = ACT == NVL_K_ACT_Q8 ? 32 : NVL_QK_K;
+    k_pdl_wait();
+    k_pdl_launch();
     const int64_t per_row = n / BL;
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -54,17 +56,19 @@ extern "C" int nvl__k_swiglu_quantize(float *g, const float *u, int64_t n, int32
         (act == NVL_K_ACT_Q8K && n % NVL_QK_K) || (act != NVL_K_ACT_F32 && !q))
         return -EINVAL;
     const size_t qrb = nvl__k_act_row_bytes(act, n);
+    int rc = 0;
     if (act == NVL_K_ACT_Q8)
-        k_swiglu_quant<NVL_K_ACT_Q8>
-            <<<k_blocks(n_tok * (n / 32) * 32, K_THREADS), K_THREADS, 0, stream>>>(
-                g, u, n, n_tok, (uint8_t *)q, qrb);
+        rc =
+            k_launch(k_swiglu_quant<NVL_K_ACT_Q8>, dim3(k_blocks(n_tok * (n / 32) * 32, K_THREADS)),
+                     dim3(K_THREADS), 0, stream, g, u, n, n_tok, (uint8_t *)q, qrb);
     else if (act == NVL_K_ACT_Q8K)
-        k_swiglu_quant<NVL_K_ACT_Q8K>
-            <<<k_blocks(n_tok * (n / NVL_QK_K) * 32, K_THREADS), K_THREADS, 0, stream>>>(
-                g, u, n, n_tok, (uint8_t *)q, qrb);
+        rc = k_launch(k_swiglu_quant<NVL_K_ACT_Q8K>,
+                      dim3(k_blocks(n_tok * (n / NVL_QK_K) * 32, K_THREADS)), dim3(K_THREADS), 0,
+                      stream, g, u, n, n_tok, (uint8_t *)q, qrb);
     else
         k_swiglu<<<k_blocks(n * n_tok, K_THREADS), K_THREADS, 0, stream>>>(g, u, n * n_tok);
-    return nvl__k_launch_check("swiglu");
+    const int lrc = nvl__k_launch_check("swiglu");
+    return rc ? rc : lrc;
 }
 
 extern "C" int nvl__k_swiglu(float *g, const float *u, int64_t n, cudaStream_t stream)

@@ -181,16 +181,27 @@ static bool gs_gemm(const struct nvl_gpu_session *gs, int32_t n_tok)
     return n_tok >= GPU_GEMM_MIN_TOK && gs->gemm;
 }
 
-/* Products y_i = W_i x (i < n) for n_tok contiguous rows of x (W_0->ne0 floats each), which
- * share x: its quantization (bit a of *prepared: format a is ready in gs->act[a]) and, when the
- * types agree, one launch. */
+/* The input of a set of products: fp32 rows of x (k floats each), RMS-normalized by norm first
+ * when norm is set; bit a of ready says x is already quantized in format a in gs->act[a]. */
+struct gs_input {
+    const float *x;
+    const float *norm;
+    unsigned ready;
+};
+
+/* Products y_i = W_i x (i < n) for n_tok rows of the input, which they share. On the matrix-
+ * vector path a product whose activations are quantized makes them from x in its own prologue
+ * (no normalization or quantization kernel), unless they are ready; fp32-activation products get
+ * the normalized rows from one RMSNorm kernel. Products of one type go out as one launch. */
 static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *const *w,
-                       float *const *y, const size_t *y_stride, int n, const float *x,
-                       int32_t n_tok, bool accumulate, unsigned *prepared)
+                       float *const *y, const size_t *y_stride, int n, struct gs_input in,
+                       int32_t n_tok, bool accumulate)
 {
+    const struct nvl_llama_hparams *hp = gs->hp;
     const int64_t k = w[0]->ne0;
     struct nvl_k_matmul mm[NVL_K_MV_GROUP];
-    bool same = true;
+    bool same = true, need_f32 = false;
+    int rc = 0;
     for (int i = 0; i < n; i++) {
         mm[i] = (struct nvl_k_matmul){
             .w = w[i]->data,
@@ -198,7 +209,7 @@ static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor
             .row_bytes = w[i]->row_bytes,
             .k = k,
             .rows = w[i]->ne1,
-            .x = x,
+            .x = in.x,
             .x_stride = (size_t)k * sizeof(float),
             .y = y[i],
             .y_stride = y_stride[i],
@@ -206,26 +217,34 @@ static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor
             .accumulate = accumulate,
         };
         same = same && w[i]->type == w[0]->type;
+        need_f32 = need_f32 || nvl__k_act_for(w[i]->type) == NVL_K_ACT_F32;
     }
-    int rc = 0;
-    if (gs_gemm(gs, n_tok)) {
-        for (int i = 0; i < n && !rc; i++)
-            rc = nvl__k_gemm(gs->gemm, &mm[i], gs->stream);
-        return rc;
+    const bool gemm = gs_gemm(gs, n_tok);
+    const float *xf = in.x; /* fp32 rows the GEMM and fp32-activation products take */
+    if (in.norm && (gemm || need_f32)) {
+        if ((rc = nvl__k_rmsnorm(in.x, in.norm, gs->xn, k, n_tok, hp->rms_eps, gs->stream)))
+            return rc;
+        xf = gs->xn;
     }
-    for (int i = 0; i < n && !rc; i++) {
+    if (gemm) {
+        /* One fp16 conversion of x for the whole group. */
+        for (int i = 0; i < n; i++)
+            mm[i].x = xf;
+        return nvl__k_gemm_group(gs->gemm, mm, n, gs->stream);
+    }
+    for (int i = 0; i < n; i++) {
         const enum nvl_k_act act = nvl__k_act_for(mm[i].type);
-        if (act == NVL_K_ACT_F32)
-            continue;
-        if (!(*prepared & (1u << act))) {
-            rc = nvl__k_quantize(act, x, (size_t)k, n_tok, k, gs->act[act], gs->stream);
-            *prepared |= 1u << act;
+        if (act == NVL_K_ACT_F32) {
+            mm[i].x = xf;
+        } else if (in.ready & (1u << act)) {
+            mm[i].x = gs->act[act];
+            mm[i].x_stride = nvl__k_act_row_bytes(act, k);
+        } else {
+            mm[i].in = in.norm ? NVL_K_MV_IN_RMSNORM : NVL_K_MV_IN_F32;
+            mm[i].norm = in.norm;
+            mm[i].eps = in.norm ? hp->rms_eps : 0.0f;
         }
-        mm[i].x = gs->act[act];
-        mm[i].x_stride = nvl__k_act_row_bytes(act, k);
     }
-    if (rc)
-        return rc;
     if (same)
         return nvl__k_matvec_group(mm, n, gs->stream);
     for (int i = 0; i < n && !rc; i++)
@@ -233,10 +252,10 @@ static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor
     return rc;
 }
 
-static int gs_matmul(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *w, const float *x,
-                     int32_t n_tok, float *y, size_t y_stride, bool accumulate, unsigned *prepared)
+static int gs_matmul(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *w,
+                     struct gs_input in, int32_t n_tok, float *y, size_t y_stride, bool accumulate)
 {
-    return gs_products(gs, &w, &y, &y_stride, 1, x, n_tok, accumulate, prepared);
+    return gs_products(gs, &w, &y, &y_stride, 1, in, n_tok, accumulate);
 }
 
 /* The activation format the next products take (what a fused kernel should quantize to). */
@@ -253,20 +272,15 @@ static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_laye
     const struct gs_dims d = dims(hp);
     const cudaStream_t st = gs->stream;
     const size_t cache_off = (size_t)il * (size_t)gs->n_ctx * d.kvd;
-    unsigned prep = 0;
     int rc;
 
-    /* RMSNorm quantizes for the Q/K/V products in the same launch. */
-    enum nvl_k_act act = gs_next_act(gs, &l->wq, n_tok);
-    if ((rc = nvl__k_rmsnorm_quantize(gs->x, l->attn_norm.data, gs->xn, hp->n_embd, n_tok,
-                                      hp->rms_eps, act, gs->act[act], st)))
-        return rc;
-    prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
+    /* RMSNorm inside the Q/K/V products (or one kernel ahead of the GEMMs). */
     {
         const struct nvl_llama_tensor *w[3] = {&l->wq, &l->wk, &l->wv};
         float *y[3] = {gs->q, gs->k, gs->v};
         const size_t ys[3] = {d.qd, d.kvd, d.kvd};
-        if ((rc = gs_products(gs, w, y, ys, 3, gs->xn, n_tok, false, &prep)))
+        const struct gs_input in = {.x = gs->x, .norm = l->attn_norm.data};
+        if ((rc = gs_products(gs, w, y, ys, 3, in, n_tok, false)))
             return rc;
     }
 
@@ -300,29 +314,24 @@ static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_laye
     };
     if ((rc = nvl__k_rope_kv(&rope, st)) || (rc = nvl__k_attention(&att, st)))
         return rc;
-    prep = 0;
-    if ((rc = gs_matmul(gs, &l->wo, gs->att, n_tok, gs->x, d.e, true, &prep)))
+    if ((rc = gs_matmul(gs, &l->wo, (struct gs_input){.x = gs->att}, n_tok, gs->x, d.e, true)))
         return rc;
 
-    act = gs_next_act(gs, &l->ffn_gate, n_tok);
-    if ((rc = nvl__k_rmsnorm_quantize(gs->x, l->ffn_norm.data, gs->xn, hp->n_embd, n_tok,
-                                      hp->rms_eps, act, gs->act[act], st)))
-        return rc;
-    prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
     {
         const struct nvl_llama_tensor *w[2] = {&l->ffn_gate, &l->ffn_up};
         float *y[2] = {gs->gate, gs->up};
         const size_t ys[2] = {d.ff, d.ff};
-        if ((rc = gs_products(gs, w, y, ys, 2, gs->xn, n_tok, false, &prep)))
+        const struct gs_input in = {.x = gs->x, .norm = l->ffn_norm.data};
+        if ((rc = gs_products(gs, w, y, ys, 2, in, n_tok, false)))
             return rc;
     }
     /* SwiGLU quantizes for the down product in the same launch. */
-    act = gs_next_act(gs, &l->ffn_down, n_tok);
+    const enum nvl_k_act act = gs_next_act(gs, &l->ffn_down, n_tok);
     if ((rc =
              nvl__k_swiglu_quantize(gs->gate, gs->up, (int64_t)d.ff, n_tok, act, gs->act[act], st)))
         return rc;
-    prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
-    return gs_matmul(gs, &l->ffn_down, gs->gate, n_tok, gs->x, d.e, true, &prep);
+    const struct gs_input in = {.x = gs->gate, .ready = act == NVL_K_ACT_F32 ? 0 : 1u << act};
+    return gs_matmul(gs, &l->ffn_down, in, n_tok, gs->x, d.e, true);
 }
 
 /* Embedding, the layers, and the logits of tokens [out_first, out_first + n_out) into
@@ -347,13 +356,8 @@ static int run_pass(struct nvl_gpu_session *gs, int32_t n_tok, int32_t out_first
     }
     if (rc || n_out == 0)
         return rc;
-    const enum nvl_k_act act = gs_next_act(gs, &gm->output, n_out);
-    if ((rc = nvl__k_rmsnorm_quantize(gs->x + (size_t)out_first * e, gm->output_norm.data, gs->xn,
-                                      hp->n_embd, n_out, hp->rms_eps, act, gs->act[act],
-                                      gs->stream)))
-        return rc;
-    unsigned prep = act == NVL_K_ACT_F32 ? 0 : 1u << act;
-    return gs_matmul(gs, &gm->output, gs->xn, n_out, gs->logits, (size_t)hp->n_vocab, false, &prep);
+    const struct gs_input in = {.x = gs->x + (size_t)out_first * e, .norm = gm->output_norm.data};
+    return gs_matmul(gs, &gm->output, in, n_out, gs->logits, (size_t)hp->n_vocab, false);
 }
 
 /* Waits for the pass (sleeping, not spinning) and hands rows of logits to the caller through
@@ -378,17 +382,20 @@ static int extra_logits(struct nvl_gpu_session *gs, int32_t first, int32_t n, fl
     struct nvl_gpu_model *gm = gs->gm;
     const struct nvl_llama_hparams *hp = gs->hp;
     const size_t e = (size_t)hp->n_embd, nv = (size_t)hp->n_vocab;
-    unsigned prep = 0;
-    int rc = nvl__k_rmsnorm(gs->x + (size_t)first * e, gm->output_norm.data, gs->xn, hp->n_embd, n,
-                            hp->rms_eps, gs->stream);
-    if (!rc)
-        rc = gs_matmul(gs, &gm->output, gs->xn, n, gs->logits, nv, false, &prep);
+    const struct gs_input in = {.x = gs->x + (size_t)first * e, .norm = gm->output_norm.data};
+    const int rc = gs_matmul(gs, &gm->output, in, n, gs->logits, nv, false);
     return rc ? rc : fetch_logits(gs, n, dst);
 }
 
 static bool graphs_enabled(void)
 {
     const char *v = getenv("NVL_GPU_GRAPHS");
+    return !(v && strcmp(v, "0") == 0);
+}
+
+static bool pdl_enabled(void)
+{
+    const char *v = getenv("NVL_GPU_PDL");
     return !(v && strcmp(v, "0") == 0);
 }
 
@@ -400,7 +407,11 @@ static int run_graph(struct nvl_gpu_session *gs)
         cudaGraph_t g = NULL;
         if ((e = cudaStreamBeginCapture(gs->stream, cudaStreamCaptureModeRelaxed)) != cudaSuccess)
             goto fallback;
+        /* Every weight is resident and immutable here: each kernel may start as the one ahead
+         * of it drains (programmatic dependent launch), prefetching its weights meanwhile. */
+        nvl__k_set_pdl(pdl_enabled());
         const int rc = run_pass(gs, 1, 0, 1);
+        nvl__k_set_pdl(false);
         e = cudaStreamEndCapture(gs->stream, &g);
         if (rc || e != cudaSuccess || !g) {
             if (g)
