@@ -17,6 +17,18 @@ static __global__ void k_swiglu(float *__restrict__ g, const float *__restrict__
         g[i] = silu_mul(g[i], u[i]);
 }
 
+/* The same, four elements per thread (n a multiple of 4, 16-byte aligned g and u): the batch
+ * case, where the element-wise kernel is bound by memory. */
+static __global__ void k_swiglu_x4(float4 *__restrict__ g, const float4 *__restrict__ u, int64_t n4)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4)
+        return;
+    const float4 a = g[i], b = u[i];
+    g[i] =
+        make_float4(silu_mul(a.x, b.x), silu_mul(a.y, b.y), silu_mul(a.z, b.z), silu_mul(a.w, b.w));
+}
+
 /* Warp w: activation block w of the n_tok rows of n (32 or 256 elements). */
 template <int ACT>
 static __global__ void k_swiglu_quant(float *__restrict__ g, const float *__restrict__ u, int64_t n,
@@ -65,6 +77,9 @@ extern "C" int nvl__k_swiglu_quantize(float *g, const float *u, int64_t n, int32
         rc = k_launch(k_swiglu_quant<NVL_K_ACT_Q8K>,
                       dim3(k_blocks(n_tok * (n / NVL_QK_K) * 32, K_THREADS)), dim3(K_THREADS), 0,
                       stream, g, u, n, n_tok, (uint8_t *)q, qrb);
+    else if ((n * n_tok) % 4 == 0 && !((uintptr_t)g & 15) && !((uintptr_t)u & 15))
+        k_swiglu_x4<<<k_blocks(n * n_tok / 4, K_THREADS), K_THREADS, 0, stream>>>(
+            (float4 *)g, (const float4 *)u, n * n_tok / 4);
     else
         k_swiglu<<<k_blocks(n * n_tok, K_THREADS), K_THREADS, 0, stream>>>(g, u, n * n_tok);
     const int lrc = nvl__k_launch_check("swiglu");
