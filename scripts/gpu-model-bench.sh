@@ -189,7 +189,7 @@ RES_TG=$(field "$OUT/resident_q4_K.out" tg 2>/dev/null)
 if want profile; then
     NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
     METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed
-    for t in q4_0 q4_K; do
+    for t in ${PROFILE_TYPES:-q4_0 q4_K}; do
         f=$DISK/llama3-8b-$t.gguf
         synth llama3-8b $t "$f"
         [ -n "$NCU" ] || break
@@ -206,13 +206,12 @@ if want profile; then
         python3 scripts/ncu-table.py "$OUT/profile_prefill_q4_0.out" "pp512 + 2 decode passes, q4_0, graphs off" |
             tee -a "$LOG" "$OUT/profile.md"
     fi
-    # Sensitivity of decode to the matrix-vector block size and to CUDA graphs.
-    for w in 4 16; do
-        run "resident_q4_0_w$w" 300 env NVL_MV_WARPS=$w "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
-        row "| 8B q4_0 resident, matvec $w warps per block | tg $(field "$OUT/resident_q4_0_w$w.out" tg) tok/s |"
+    # Sensitivity of decode to the matrix-vector block size, programmatic dependent launch and
+    # CUDA graphs.
+    for v in NVL_MV_WARPS=2 NVL_MV_WARPS=8 NVL_GPU_PDL=0 NVL_GPU_GRAPHS=0; do
+        run "resident_q4_0_$v" 300 env "$v" "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
+        row "| 8B q4_0 resident, $v | tg $(field "$OUT/resident_q4_0_$v.out" tg) tok/s |"
     done
-    run resident_q4_0_nograph 300 env NVL_GPU_GRAPHS=0 "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
-    row "| 8B q4_0 resident, CUDA graphs off | tg $(field "$OUT/resident_q4_0_nograph.out" tg) tok/s |"
 fi
 
 if want offload; then

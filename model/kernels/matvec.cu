@@ -376,7 +376,11 @@ static int mv_warps(void)
     return warps;
 }
 
-/* Largest dynamic shared memory a block may have on this device. */
+/* Static shared memory of the kernels (mv_make_act's scratch), rounded up. */
+#define MV_STATIC_SMEM 256
+
+/* Largest dynamic shared memory a block may have on this device: the opt-in limit covers static
+ * and dynamic shared memory together. */
 static size_t mv_smem_limit(void)
 {
     static size_t limit;
@@ -387,7 +391,7 @@ static size_t mv_smem_limit(void)
                 cudaSuccess ||
             v < 48 * 1024)
             v = 48 * 1024;
-        limit = (size_t)v;
+        limit = (size_t)v - MV_STATIC_SMEM;
     }
     return limit;
 }
