@@ -34,7 +34,7 @@
 #include "nvl_driver/log.h"
 #include "qblock.cuh"
 
-#define MV_WARPS     4 /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
+#define MV_WARPS     8 /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
 #define MV_MAX_WARPS 8 /* the most NVL_MV_WARPS may ask for (the register budget) */
 #define MV_STAGES    3 /* chunk buffers per warp: MV_STAGES - 1 chunks in flight while one is used */
 #define MV_TOK       4
@@ -179,17 +179,44 @@ template <int UB, int LPR> struct mv_span {
     static constexpr int value = (LPR * UB + 15) / 16 * 16 + MV_PAD;
 };
 
-/* Where row group `item` of the launch is: its matrix, first row and number of rows. */
+/* A warp's position in its work: row group `item` (its matrix m, first row, rows) and chunk. */
+struct mv_cursor {
+    int item;
+    int chunk;
+    int m;
+    int nrows;
+    int64_t row0;
+};
+
+/* Places c at chunk 0 of row group `item` of the launch. */
 template <int RPW>
-static __device__ __forceinline__ void mv_locate(const struct mv_group &g, int64_t item, int &m,
-                                                 int64_t &row0, int &nrows)
+static __device__ __forceinline__ void mv_cursor_start(const struct mv_group &g, int item,
+                                                       struct mv_cursor &c)
 {
-    m = 0;
+    int m = 0;
     while (m < NVL_K_MV_GROUP - 1 && item >= g.item_end[m])
         m++;
-    row0 = (item - (m ? g.item_end[m - 1] : 0)) * RPW;
-    const int64_t left = g.rows[m] - row0;
-    nrows = left < RPW ? (int)left : RPW;
+    c.item = item;
+    c.chunk = 0;
+    c.m = m;
+    c.row0 = (item - (m ? g.item_end[m - 1] : 0)) * (int64_t)RPW;
+    const int64_t left = g.rows[m] - c.row0;
+    c.nrows = left < RPW ? (int)left : RPW;
+}
+
+/* The next chunk: of this row group, else chunk 0 of the warp's next one (tw row groups on). */
+template <int RPW>
+static __device__ __forceinline__ void mv_cursor_next(const struct mv_group &g, int n_chunks,
+                                                      int tw, struct mv_cursor &c)
+{
+    if (++c.chunk < n_chunks)
+        return;
+    if (c.item + tw < g.item_end[NVL_K_MV_GROUP - 1]) {
+        mv_cursor_start<RPW>(g, c.item + tw, c);
+    } else { /* past the warp's last row group: only the stage count stops it now */
+        c.chunk = 0;
+        c.item += tw;
+    }
 }
 
 /* The block's quantized activations, made in shared memory (xs, rows x_pad apart) from fp32
@@ -265,27 +292,32 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int grp = lane / LPR, gl = lane % LPR;
-    const int64_t gw = (int64_t)blockIdx.x * nw + warp, tw = (int64_t)gridDim.x * nw;
-    const int64_t n_chunks = (n_units + LPR - 1) / LPR;
-    const int64_t my_items = gw < n_items ? (n_items - gw + tw - 1) / tw : 0;
-    const int64_t n_stages = my_items * n_chunks;
+    /* Counts fit in 32 bits (row groups of a launch, chunks of a row): no 64-bit divisions in
+     * the loop, which cost as much as a unit's dot product. */
+    const int gw = blockIdx.x * nw + warp, tw = gridDim.x * nw;
+    const int n_chunks = (int)((n_units + LPR - 1) / LPR);
+    const int my_items = gw < n_items ? (int)((n_items - gw + tw - 1) / tw) : 0;
+    const int n_stages = my_items * n_chunks;
     uint8_t *xs = mv_smem;
     uint8_t *ws = mv_smem + (XS ? (size_t)NT * x_pad : 0) + (size_t)warp * MV_STAGES * BUF;
 
     /* Stage s of this warp: chunk s % n_chunks of its row group s / n_chunks, into buffer
-     * s % MV_STAGES. Always one commit group per stage (empty past the end), so that
+     * s % MV_STAGES, walked by two cursors (the copies run MV_STAGES - 1 stages ahead of the
+     * products). Always one commit group per stage (empty past the end), so that
      * mv_cp_async_wait<MV_STAGES - 1> means "stage s has landed". */
-    auto issue = [&](int64_t s) {
+    struct mv_cursor ic, cc;
+    mv_cursor_start<RPW>(g, gw, ic);
+    cc = ic;
+    auto issue = [&](int s) {
         if (s < n_stages) {
-            int m, nrows;
-            int64_t row0;
-            mv_locate<RPW>(g, gw + (s / n_chunks) * tw, m, row0, nrows);
-            const int64_t u0 = (s % n_chunks) * LPR;
+            const int u0 = ic.chunk * LPR;
             const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
             uint8_t *buf = ws + (size_t)(s % MV_STAGES) * BUF;
-            const uint8_t *src = g.w[m] + (uint64_t)row0 * g.row_bytes[m] + (uint64_t)u0 * UB;
-            for (int r = 0; r < nrows; r++)
-                mv_stage(buf + r * SPAN, src + (uint64_t)r * g.row_bytes[m], cu * UB, lane, 32);
+            const uint64_t rb = g.row_bytes[ic.m];
+            const uint8_t *src = g.w[ic.m] + (uint64_t)ic.row0 * rb + (uint64_t)u0 * UB;
+            for (int r = 0; r < ic.nrows; r++)
+                mv_stage(buf + r * SPAN, src + (uint64_t)r * rb, cu * UB, lane, 32);
+            mv_cursor_next<RPW>(g, n_chunks, tw, ic);
         }
         mv_cp_async_commit();
     };
@@ -316,15 +348,13 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
-    for (int64_t s = 0; s < n_stages; s++) {
+    for (int s = 0; s < n_stages; s++) {
         issue(s + MV_STAGES - 1);
         mv_cp_async_wait<MV_STAGES - 1>();
         __syncwarp();
-        int m, nrows;
-        int64_t row0;
-        mv_locate<RPW>(g, gw + (s / n_chunks) * tw, m, row0, nrows);
-        const int64_t c = s % n_chunks;
-        const int64_t u0 = c * LPR;
+        const int m = cc.m, nrows = cc.nrows, c = cc.chunk;
+        const int64_t row0 = cc.row0;
+        const int u0 = c * LPR;
         const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
         if (grp < nrows && gl < cu) {
             uint32_t w[NW];
@@ -358,6 +388,7 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
             for (int t = 0; t < NT; t++)
                 acc[t] = 0.0f;
         }
+        mv_cursor_next<RPW>(g, n_chunks, tw, cc);
         __syncwarp(); /* every lane is done with buffer s before stage s + MV_STAGES reuses it */
     }
     mv_cp_async_wait<0>();
