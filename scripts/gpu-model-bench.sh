@@ -26,8 +26,9 @@
 #             software controller throttled to 7 GB/s: tok/s against min(resident, 7 GB/s / bytes)
 #   files     the same streaming through the file and gds backends on the machine's disk
 #   70b       llama2-70b shape in Q4_K streamed from the throttled sim, a few tokens
-#   profile   where a decode pass spends its time (Nsight Compute, per kernel), and decode speed
-#             with other matrix-vector launch shapes and without CUDA graphs
+#   profile   where a decode pass (PROFILE_TYPES, default q4_0 q4_K) and a pp512 pass
+#             (PROFILE_PREFILL=0: not) spend their time (Nsight Compute, per kernel), and decode
+#             speed with other matrix-vector block sizes, without PDL and without CUDA graphs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -199,7 +200,7 @@ if want profile; then
             tee -a "$LOG" "$OUT/profile.md"
     done
     f=$DISK/llama3-8b-q4_0.gguf
-    if [ -n "$NCU" ]; then
+    if [ -n "$NCU" ] && [ "${PROFILE_PREFILL:-1}" = 1 ]; then
         run profile_prefill_q4_0 500 env NVL_GPU_GRAPHS=0 NVL_BENCH_NO_WARMUP=1 "$NCU" --csv --page raw \
             --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
             "$BIN/nvinfer" -m "$f" --benchmark -n 1 -c 1024
