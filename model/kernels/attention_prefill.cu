@@ -6,11 +6,16 @@
  * nothing outside the written cache is ever read into a product). Per tile each warp computes its
  * 16 x AP_BK scores with tensor-core MMAs (m16n8k16: fp16 inputs, fp32 accumulation), masks the
  * keys past each query's position, and folds the tile into a running softmax in fp32 (max, the
- * rescaled sum and the rescaled output, base-2 exponentials of the scaled scores); the
- * probabilities are rounded to fp16 for the P V product, which the tensor cores accumulate in
- * fp32 (the running sums add the rounded probabilities). q is rounded to fp16 once, when the warp
- * loads it. The result differs from the scalar kernel (attention.cu) by those two roundings: up to
- * about 1e-3 of sum p |v| (more where the scores are large, as q's rounding scales with them).
+ * rescaled sum and the rescaled output, base-2 exponentials of the scaled scores), then adds the
+ * tile's P V, again on the tensor cores with fp32 accumulation.
+ *
+ * Precision: K and V are exact in fp16, but q and the probabilities p are fp32, and rounding them
+ * to fp16 costs up to about 1e-3 of sum p |v| (enough to change a greedy decode a few tokens in).
+ * So each is split, x = x_hi + x_lo with x_hi = fp16(x) and x_lo = fp16(x - x_hi), and each
+ * product is two MMAs into the same fp32 accumulators (x_hi K + x_lo K); what is left of x is
+ * below 2^-22 |x| (or 2^-25 absolute, where x_lo is subnormal), so the result is within a few
+ * fp32 roundings of the scalar kernel (attention.cu). The running sums add p_hi + p_lo, the
+ * probabilities the P V product sees. q is split once, when the warp loads it.
  *
  * Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .f16 inputs): lane l has
  * g = l / 4, c = l % 4; A (16 x 16, row major) a0 = (g, 2c..2c+1), a1 = (g + 8, 2c..), a2 =
@@ -46,6 +51,15 @@ static __device__ __forceinline__ uint32_t ap_pack(float lo, float hi)
 static __device__ __forceinline__ float ap_round(float x)
 {
     return __half2float(__float2half_rn(x));
+}
+
+/* The hi and lo fp16 pairs of (x, y): hi = fp16 of each, lo = fp16 of what hi leaves (x - hi is
+ * exact in fp32). */
+static __device__ __forceinline__ void ap_split(float x, float y, uint32_t *hi, uint32_t *lo)
+{
+    const float xh = ap_round(x), yh = ap_round(y);
+    *hi = ap_pack(xh, yh);
+    *lo = ap_pack(x - xh, y - yh);
 }
 
 /* c += a b for one m16n8k16 tile. */
@@ -107,8 +121,8 @@ static __global__ void __launch_bounds__(AP_THREADS)
     const int w_last = pos0 + min(wq0 + 15, n_tok - 1);
     const int r0 = wq0 + g, r1 = wq0 + g + 8; /* this lane's two query rows */
 
-    /* The warp's 16 query rows as A fragments, one per 16 head dimensions. */
-    uint32_t qf[NC][4];
+    /* The warp's 16 query rows as A fragments, one per 16 head dimensions: hi and lo parts. */
+    uint32_t qf[NC][4], ql[NC][4];
     {
         const float *qa = q + (size_t)r0 * qd + (size_t)h * HD + 2 * c4;
         const float *qb = q + (size_t)r1 * qd + (size_t)h * HD + 2 * c4;
@@ -119,10 +133,10 @@ static __global__ void __launch_bounds__(AP_THREADS)
             const float2 a1 = r1 < n_tok ? *(const float2 *)(qb + 16 * c) : zero;
             const float2 a2 = r0 < n_tok ? *(const float2 *)(qa + 16 * c + 8) : zero;
             const float2 a3 = r1 < n_tok ? *(const float2 *)(qb + 16 * c + 8) : zero;
-            qf[c][0] = ap_pack(a0.x, a0.y);
-            qf[c][1] = ap_pack(a1.x, a1.y);
-            qf[c][2] = ap_pack(a2.x, a2.y);
-            qf[c][3] = ap_pack(a3.x, a3.y);
+            ap_split(a0.x, a0.y, &qf[c][0], &ql[c][0]);
+            ap_split(a1.x, a1.y, &qf[c][1], &ql[c][1]);
+            ap_split(a2.x, a2.y, &qf[c][2], &ql[c][2]);
+            ap_split(a3.x, a3.y, &qf[c][3], &ql[c][3]);
         }
     }
 
@@ -163,7 +177,9 @@ static __global__ void __launch_bounds__(AP_THREADS)
 #pragma unroll
             for (int j = 0; j < NJ; j++) {
                 const __half *kr = ks + (8 * j + g) * LD + 16 * c + 2 * c4;
-                ap_mma(s[j], qf[c], *(const uint32_t *)kr, *(const uint32_t *)(kr + 8));
+                const uint32_t b0 = *(const uint32_t *)kr, b1 = *(const uint32_t *)(kr + 8);
+                ap_mma(s[j], qf[c], b0, b1);
+                ap_mma(s[j], ql[c], b0, b1);
             }
 
         float mx0 = -INFINITY, mx1 = -INFINITY;
@@ -197,26 +213,34 @@ static __global__ void __launch_bounds__(AP_THREADS)
             o[d][2] *= f1;
             o[d][3] *= f1;
         }
-        /* The sums add the fp16-rounded probabilities the P V product sees, so that a dominant
-         * term's rounding cancels in the quotient. */
+        /* The probabilities, in fp32; the P V product splits them below. */
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
-            s[j][0] = ap_round(exp2f(s[j][0] - mn0));
-            s[j][1] = ap_round(exp2f(s[j][1] - mn0));
-            s[j][2] = ap_round(exp2f(s[j][2] - mn1));
-            s[j][3] = ap_round(exp2f(s[j][3] - mn1));
-            l0 += s[j][0] + s[j][1];
-            l1 += s[j][2] + s[j][3];
+            s[j][0] = exp2f(s[j][0] - mn0);
+            s[j][1] = exp2f(s[j][1] - mn0);
+            s[j][2] = exp2f(s[j][2] - mn1);
+            s[j][3] = exp2f(s[j][3] - mn1);
         }
 
         /* o += P V, 16 keys per step. */
         const int lm = lane >> 3, lr = lane & 7;
 #pragma unroll
         for (int kk = 0; kk < AP_BK / 16; kk++) {
-            const uint32_t pa[4] = {ap_pack(s[2 * kk][0], s[2 * kk][1]),
-                                    ap_pack(s[2 * kk][2], s[2 * kk][3]),
-                                    ap_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                    ap_pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            /* A fragments of P's hi and lo parts. The sums add p_hi + p_lo, what the product
+             * sees, so that a dominant term's leftover rounding cancels in the quotient. */
+            uint32_t pa[4], pl[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float *sp = &s[2 * kk + (i >> 1)][2 * (i & 1)];
+                const float xh = ap_round(sp[0]), yh = ap_round(sp[1]);
+                const float xl = ap_round(sp[0] - xh), yl = ap_round(sp[1] - yh);
+                pa[i] = ap_pack(xh, yh);
+                pl[i] = ap_pack(xl, yl);
+                if (i & 1)
+                    l1 += (xh + xl) + (yh + yl);
+                else
+                    l0 += (xh + xl) + (yh + yl);
+            }
             /* Matrices: keys 16kk + (0..7 | 8..15) x dims 16dp + (0..7 | 8..7): b0 and b1 of the
              * n8 tile 2dp, then of 2dp + 1. */
             const __half *vrow = vs + (16 * kk + lr + 8 * (lm & 1)) * LD + 8 * (lm >> 1);
@@ -225,7 +249,9 @@ static __global__ void __launch_bounds__(AP_THREADS)
                 uint32_t b[4];
                 ap_ldsm_x4_trans(b, vrow + 16 * dp);
                 ap_mma(o[2 * dp], pa, b[0], b[1]);
+                ap_mma(o[2 * dp], pl, b[0], b[1]);
                 ap_mma(o[2 * dp + 1], pa, b[2], b[3]);
+                ap_mma(o[2 * dp + 1], pl, b[2], b[3]);
             }
         }
     }

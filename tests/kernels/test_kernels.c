@@ -827,11 +827,12 @@ static void check_rope(int32_t head_dim, int32_t n_rot, bool factors)
 
 /* Attention of n_tok queries at positions pos0.. against a double-precision softmax. Cache rows
  * past the batch hold NaN, so a kernel that reads them shows. Batches of 16+ tokens with head_dim
- * 64 or 128 take the tiled kernel (nvl__k_attention_prefill), which rounds q and the
- * probabilities to fp16: its error is measured against sum p |v| of the output (4e-3; the
- * roundings give up to about 7e-4 in a host emulation of the kernel, an indexing slip about 1),
- * and it must give the same bits on a second run and when called directly. The scalar kernel stays
- * within 2e-6 absolute. */
+ * 64 or 128 take the tiled kernel (nvl__k_attention_prefill), which splits q and the
+ * probabilities into fp16 hi and lo parts for its tensor-core products: its error is measured
+ * against sum p |v| of the output (5e-5: plain fp16 roundings give up to about 7e-4, an indexing
+ * slip about 1; the split leaves fp32 roundings, which the tensor cores' truncating accumulation
+ * makes a few times 1e-6 over long key ranges), and it must give the same bits on a second run and
+ * when called directly. The scalar kernel stays within 2e-6 absolute. */
 static void check_attention(int32_t head_dim, int32_t n_ctx, int32_t pos0, int32_t n_tok,
                             int32_t n_head, int32_t n_head_kv, float q_scale)
 {
@@ -902,7 +903,7 @@ static void check_attention(int32_t head_dim, int32_t n_ctx, int32_t pos0, int32
                 worst = e > worst ? e : worst;
             }
         }
-    CHECK(worst <= (tiled ? 4e-3 : 2e-6),
+    CHECK(worst <= (tiled ? 5e-5 : 2e-6),
           "attention hd %d, %d heads / %d kv, %d positions: error %.3g", head_dim, n_head,
           n_head_kv, pos0 + n_tok, worst);
     printf("attention%s hd=%d heads=%d/%d positions=%d tokens=%d: max error %.2e%s\n",
