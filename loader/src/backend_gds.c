@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #define GDS_CHUNK       (16ull << 20) /* bytes per cuFileRead */
+#define GDS_MAX_ALIGN   (64u << 10)   /* largest O_DIRECT alignment the bounce buffers allow for */
 #define GDS_MAX_THREADS 16u
 
 /* The parts of cufile.h's ABI used here (CUDA 11.4+; unchanged since). */
@@ -457,6 +458,7 @@ struct gds {
     pthread_t threads[GDS_MAX_THREADS];
     struct gds_thread targs[GDS_MAX_THREADS];
     void *bounce[GDS_MAX_THREADS]; /* device bounce buffers, one per thread */
+    uint32_t align;                /* O_DIRECT offset alignment (1 without O_DIRECT) */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct nvl_read *head, *tail; /* reads with chunks left to cut */
@@ -493,18 +495,29 @@ static bool gds_next(struct gds *g, struct gds_job *j)
     return false;
 }
 
-/* Reads one chunk: into the device destination directly, else through the thread's bounce. */
+/* Reads one chunk: into the device destination directly, else through the thread's bounce.
+ * A chunk whose file range is not aligned for O_DIRECT (a GGUF's tensors sit at 32-byte
+ * boundaries) is read as the aligned range around it into the bounce buffer, and the wanted
+ * bytes copied from there on the GPU: in compatibility mode cuFile hands the range to pread on
+ * the O_DIRECT descriptor as it is, which fails when it is not aligned. */
 static int gds_run(struct gds *g, uint32_t t, const struct gds_job *j)
 {
     const struct nvl_read *r = j->r;
     const struct nvl_span *s = &r->span[j->span];
-    uint64_t len = s->len - j->pos < GDS_CHUNK ? s->len - j->pos : GDS_CHUNK;
-    off_t file_off = (off_t)(s->dev_offset + s->skip + j->pos);
+    const uint64_t want = s->len - j->pos < GDS_CHUNK ? s->len - j->pos : GDS_CHUNK;
+    const off_t want_off = (off_t)(s->dev_offset + s->skip + j->pos);
+    const uint64_t head = (uint64_t)want_off % g->align;
+    /* Direct into the destination only on the GPUDirect path with an aligned range; in
+     * compatibility mode cuFile bounces through host memory anyway, and its reads into device
+     * memory were refused (EPERM) on the H100 machine where reads into our bounce buffer work. */
+    const bool aligned = head == 0 && want % g->align == 0 && !g->compat;
+    const uint64_t len = aligned ? want : (head + want + g->align - 1) / g->align * g->align;
+    const off_t file_off = want_off - (off_t)head;
     uint64_t dst_off;
     void *base;
     ssize_t n;
 
-    if (r->dst.kind == NVL_DST_DEVICE) {
+    if (r->dst.kind == NVL_DST_DEVICE && aligned) {
         base = r->dst.ptr;
         dst_off = s->dst_offset + j->pos;
     } else {
@@ -525,21 +538,24 @@ static int gds_run(struct gds *g, uint32_t t, const struct gds_job *j)
                           len, (long long)file_off, cufile_err_str((int)n, name, sizeof(name)));
         return err ? -err : -EIO;
     }
-    if ((uint64_t)n != len) {
+    /* The aligned range may run past the end of the file; the wanted bytes may not. */
+    if ((uint64_t)n < head + want || (aligned && (uint64_t)n != len)) {
         nvl_log_error(NVL_LOADER_WHO,
                       "gds: cuFileRead(%" PRIu64 " bytes at %lld) read %zd bytes (file too short?)",
                       len, (long long)file_off, n);
         return -EIO;
     }
     if (r->dst.kind == NVL_DST_DEVICE)
-        return 0;
+        return aligned ? 0
+                       : nvl__cuda_memcpy_d2d((uint8_t *)r->dst.ptr + s->dst_offset + j->pos,
+                                              (uint8_t *)g->bounce[t] + head, want);
     {
         const struct nvl_loader *l = g->loader;
         uint8_t *host = r->dst.kind == NVL_DST_SLOT
                             ? l->slots[r->dst.slot].host + s->dst_offset + s->skip + j->pos
                             : (uint8_t *)r->dst.ptr + s->dst_offset + j->pos;
 
-        return nvl__cuda_memcpy_d2h(host, g->bounce[t], len);
+        return nvl__cuda_memcpy_d2h(host, (uint8_t *)g->bounce[t] + head, want);
     }
 }
 
@@ -695,6 +711,15 @@ static int gds_create(struct nvl_loader *l)
     }
     nvl__file_alignment(g->fd, &st, &offset_align, &mem_align);
     l->block_size = offset_align;
+    g->align = g->direct ? offset_align : 1;
+    if (g->align < 1 || g->align > GDS_MAX_ALIGN || (g->align & (g->align - 1))) {
+        nvl_log_error(NVL_LOADER_WHO,
+                      "gds: %s needs %u-byte aligned reads; this backend handles "
+                      "powers of two up to %u",
+                      l->opts.path, g->align, GDS_MAX_ALIGN);
+        rc = -EINVAL;
+        goto err_free;
+    }
     memset(&d, 0, sizeof(d));
     d.type = CU_FILE_HANDLE_TYPE_OPAQUE_FD;
     d.handle.fd = g->fd;
@@ -707,7 +732,7 @@ static int gds_create(struct nvl_loader *l)
     }
     g->n_threads = l->opts.n_queues < GDS_MAX_THREADS ? l->opts.n_queues : GDS_MAX_THREADS;
     for (uint32_t i = 0; i < g->n_threads; i++) {
-        rc = nvl__cuda_malloc(GDS_CHUNK, &g->bounce[i]);
+        rc = nvl__cuda_malloc(GDS_CHUNK + 2 * GDS_MAX_ALIGN, &g->bounce[i]);
         if (rc)
             goto err_free;
     }

@@ -91,6 +91,11 @@ int nvl__cuda_memcpy_d2h(void *dst, const void *src, size_t n)
     return cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : -EIO;
 }
 
+int nvl__cuda_memcpy_d2d(void *dst, const void *src, size_t n)
+{
+    return cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice) == cudaSuccess ? 0 : -EIO;
+}
+
 int nvl__cuda_malloc(size_t n, void **p)
 {
     return cudaMalloc(p, n) == cudaSuccess ? 0 : -ENOMEM;
@@ -182,6 +187,14 @@ int nvl__cuda_memcpy_h2d(void *dst, const void *src, size_t n)
 }
 
 int nvl__cuda_memcpy_d2h(void *dst, const void *src, size_t n)
+{
+    (void)dst;
+    (void)src;
+    (void)n;
+    return -ENOTSUP;
+}
+
+int nvl__cuda_memcpy_d2d(void *dst, const void *src, size_t n)
 {
     (void)dst;
     (void)src;

@@ -27,6 +27,8 @@ int nvl__cuda_is_device_ptr(const void *p);
 /* Synchronous copies between host and device memory. */
 int nvl__cuda_memcpy_h2d(void *dst, const void *src, size_t n);
 int nvl__cuda_memcpy_d2h(void *dst, const void *src, size_t n);
+/* Synchronous copy within device memory (on the GPU's copy engine, not through the CPU). */
+int nvl__cuda_memcpy_d2d(void *dst, const void *src, size_t n);
 
 /* Device memory for bounce buffers. */
 int nvl__cuda_malloc(size_t n, void **p);
