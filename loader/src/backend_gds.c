@@ -40,8 +40,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#define GDS_CHUNK       (16ull << 20) /* bytes per cuFileRead */
-#define GDS_MAX_ALIGN   (64u << 10)   /* largest O_DIRECT alignment the bounce buffers allow for */
+#define GDS_CHUNK                                                                                  \
+    (4ull << 20) /* bytes per cuFileRead (16 MiB reads failed, EPERM, in compatibility mode) */
+#define GDS_MAX_ALIGN   (64u << 10) /* largest O_DIRECT alignment the bounce buffers allow for */
 #define GDS_MAX_THREADS 16u
 
 /* The parts of cufile.h's ABI used here (CUDA 11.4+; unchanged since). */
