@@ -511,14 +511,14 @@ static int gds_run(struct gds *g, uint32_t t, const struct gds_job *j)
     /* Direct into the destination only on the GPUDirect path with an aligned range; in
      * compatibility mode cuFile bounces through host memory anyway, and its reads into device
      * memory were refused (EPERM) on the H100 machine where reads into our bounce buffer work. */
-    const bool aligned = head == 0 && want % g->align == 0 && !g->compat;
-    const uint64_t len = aligned ? want : (head + want + g->align - 1) / g->align * g->align;
+    const bool direct = head == 0 && want % g->align == 0 && !g->compat;
+    const uint64_t len = direct ? want : (head + want + g->align - 1) / g->align * g->align;
     const off_t file_off = want_off - (off_t)head;
     uint64_t dst_off;
     void *base;
     ssize_t n;
 
-    if (r->dst.kind == NVL_DST_DEVICE && aligned) {
+    if (r->dst.kind == NVL_DST_DEVICE && direct) {
         base = r->dst.ptr;
         dst_off = s->dst_offset + j->pos;
     } else {
@@ -540,16 +540,16 @@ static int gds_run(struct gds *g, uint32_t t, const struct gds_job *j)
         return err ? -err : -EIO;
     }
     /* The aligned range may run past the end of the file; the wanted bytes may not. */
-    if ((uint64_t)n < head + want || (aligned && (uint64_t)n != len)) {
+    if ((uint64_t)n < head + want || (direct && (uint64_t)n != len)) {
         nvl_log_error(NVL_LOADER_WHO,
                       "gds: cuFileRead(%" PRIu64 " bytes at %lld) read %zd bytes (file too short?)",
                       len, (long long)file_off, n);
         return -EIO;
     }
     if (r->dst.kind == NVL_DST_DEVICE)
-        return aligned ? 0
-                       : nvl__cuda_memcpy_d2d((uint8_t *)r->dst.ptr + s->dst_offset + j->pos,
-                                              (uint8_t *)g->bounce[t] + head, want);
+        return direct ? 0
+                      : nvl__cuda_memcpy_d2d((uint8_t *)r->dst.ptr + s->dst_offset + j->pos,
+                                             (uint8_t *)g->bounce[t] + head, want);
     {
         const struct nvl_loader *l = g->loader;
         uint8_t *host = r->dst.kind == NVL_DST_SLOT

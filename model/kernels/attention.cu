@@ -150,8 +150,6 @@ extern "C" int nvl__k_attention(const struct nvl_k_attention *a, cudaStream_t st
         cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
             cudaSuccess)
         return nvl__k_launch_check("attention (shared memory)");
-    const int rc = k_launch(k_attention, dim3((unsigned)a->n_head, (unsigned)a->n_tok),
-                            dim3(ATT_THREADS), smem, stream, *a);
-    const int lrc = nvl__k_launch_check("attention");
-    return rc ? rc : lrc;
+    return k_launch("attention", k_attention, dim3((unsigned)a->n_head, (unsigned)a->n_tok),
+                    dim3(ATT_THREADS), smem, stream, *a);
 }

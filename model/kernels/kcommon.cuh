@@ -30,10 +30,10 @@ static __device__ __forceinline__ void k_pdl_launch(void)
 }
 
 /* Launches kern<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when
- * nvl__k_pdl() is on. 0 or -EIO (the caller's nvl__k_launch_check() logs CUDA's message). */
+ * nvl__k_pdl() is on: 0, or -EIO with CUDA's message logged under `what`. */
 template <typename... P, typename... A>
-static int k_launch(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                    A... args)
+static int k_launch(const char *what, void (*kern)(P...), dim3 grid, dim3 block, size_t smem,
+                    cudaStream_t stream, A... args)
 {
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute attr[1];
@@ -47,7 +47,8 @@ static int k_launch(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cuda
         cfg.attrs = attr;
         cfg.numAttrs = 1;
     }
-    return cudaLaunchKernelEx(&cfg, kern, args...) == cudaSuccess ? 0 : -EIO;
+    cudaLaunchKernelEx(&cfg, kern, args...);
+    return nvl__k_launch_check(what);
 }
 
 /* Threads per block of the element-wise and reduction kernels. */
@@ -155,6 +156,33 @@ static __device__ __forceinline__ void k_quant_q8k_warp(const float *v, struct n
         blk->bsums[lane >> 1] = (int16_t)sum;
     if (lane == 0)
         blk->d = d;
+}
+
+/* RMSNorm's scale 1 / sqrt(mean(x^2) + eps) of a row of n, the sum of squares in double in one
+ * fixed order: 256 strided partial sums, each group of 32 added by a butterfly, then the 8 groups
+ * in order. A block of 1, 2, 4 or 8 warps plays the 8 groups in turn, so every block size gives
+ * the same bits (k_rmsnorm and the matrix-vector prologue must agree). Every thread calls it;
+ * scratch holds 8 doubles. */
+static __device__ __forceinline__ float k_rms_scale(const float *x, int64_t n, float eps,
+                                                    double *scratch)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads(); /* scratch may still be read by a previous call */
+    for (int g = warp; g < 8; g += nw) {
+        double ss = 0.0;
+        for (int64_t i = g * 32 + lane; i < n; i += 256)
+            ss += (double)x[i] * x[i];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0)
+            scratch[g] = ss;
+    }
+    __syncthreads();
+    double ss = 0.0;
+    for (int g = 0; g < 8; g++)
+        ss += scratch[g];
+    return (float)(1.0 / sqrt(ss / (double)n + eps));
 }
 
 static inline unsigned k_blocks(int64_t n, int per_block)

@@ -220,9 +220,9 @@ static __device__ __forceinline__ void mv_cursor_next(const struct mv_group &g, 
 }
 
 /* The block's quantized activations, made in shared memory (xs, rows x_pad apart) from fp32
- * rows: RMS normalization as k_rmsnorm (the sum of squares in double, in its order), quantization
- * as k_quant_q8 / k_quant_q8k, so the bits are those of the separate kernels. Every thread takes
- * part; the block has 1, 2, 4 or 8 warps. */
+ * rows: RMS normalization as k_rmsnorm (k_rms_scale), quantization as k_quant_q8 / k_quant_q8k,
+ * so the bits are those of the separate kernels. Every thread takes part; the block has 1, 2, 4
+ * or 8 warps. */
 template <int ACT, int NT>
 static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t *xs,
                                    uint32_t x_pad)
@@ -234,27 +234,8 @@ static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t
         const float *xr = (const float *)(in.x + (size_t)t * in.x_stride);
         float scale = 1.0f;
         const bool rms = in.in == NVL_K_MV_IN_RMSNORM;
-        if (rms) {
-            /* k_rmsnorm's order: 256 threads take strides of 256, each warp's butterfly, then
-             * the 8 warps' sums in order. A block of nw warps (nw divides 8) plays warps w,
-             * w + nw, ... of those 256 threads. */
-            for (int vw = warp; vw < 8; vw += nw) {
-                double ss = 0.0;
-                for (int64_t i = vw * 32 + lane; i < k; i += 256)
-                    ss += (double)xr[i] * xr[i];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1)
-                    ss += __shfl_xor_sync(0xffffffffu, ss, o);
-                if (lane == 0)
-                    scratch[vw] = ss;
-            }
-            __syncthreads();
-            double ss = 0.0;
-            for (int w = 0; w < 8; w++)
-                ss += scratch[w];
-            __syncthreads(); /* scratch is read before the next token writes it */
-            scale = (float)(1.0 / sqrt(ss / (double)k + in.eps));
-        }
+        if (rms)
+            scale = k_rms_scale(xr, k, in.eps, scratch);
         uint8_t *dst = xs + (size_t)t * x_pad;
         if (ACT == NVL_K_ACT_Q8) {
             for (int64_t b = warp; b < k / 32; b += nw) {
@@ -474,21 +455,24 @@ static int mv_go(const struct mv_group &g, const struct mv_input &in, int64_t n_
         if (cudaFuncSetAttribute(k_matvec<T, NB, NT, LPR>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)lim) != cudaSuccess)
-            return -EIO;
+            return nvl__k_launch_check("matvec (shared memory)");
         opted = lim;
     }
     /* Persistent grid: the blocks that fit on the GPU at once, or fewer for a small launch. */
     int per_sm = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_matvec<T, NB, NT, LPR>, warps * 32,
-                                                      smem) != cudaSuccess ||
-        per_sm < 1)
+                                                      smem) != cudaSuccess) {
+        cudaGetLastError(); /* a smaller grid is still right: not the launch's error */
+        per_sm = 1;
+    }
+    if (per_sm < 1)
         per_sm = 1;
     const int64_t n_items = g.item_end[NVL_K_MV_GROUP - 1];
     int64_t blocks = (n_items + warps - 1) / warps;
     if (blocks > (int64_t)per_sm * mv_sms())
         blocks = (int64_t)per_sm * mv_sms();
-    return k_launch(k_matvec<T, NB, NT, LPR>, dim3((unsigned)blocks), dim3(warps * 32), smem,
-                    stream, g, in, n_units, n_items, (uint32_t)mv_x_pad<T, NB>(n_units),
+    return k_launch("matvec", k_matvec<T, NB, NT, LPR>, dim3((unsigned)blocks), dim3(warps * 32),
+                    smem, stream, g, in, n_units, n_items, (uint32_t)mv_x_pad<T, NB>(n_units),
                     accumulate);
 }
 
@@ -623,13 +607,10 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
     default:
         return -EINVAL;
     }
-    if (rc == -E2BIG) {
+    if (rc == -E2BIG)
         nvl_log_error("kernels", "matvec: rows of %lld elements do not fit in shared memory",
                       (long long)mm[0].k);
-        return rc;
-    }
-    const int lrc = nvl__k_launch_check("matvec");
-    return rc ? rc : lrc;
+    return rc;
 }
 
 extern "C" int nvl__k_matvec(const struct nvl_k_matmul *mm, cudaStream_t stream)

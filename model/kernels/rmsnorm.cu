@@ -17,16 +17,12 @@ static __global__ void __launch_bounds__(RMS_WARPS * 32)
     k_rmsnorm(const float *__restrict__ x, const float *__restrict__ g, float *__restrict__ y,
               int64_t n, float eps, int act, uint8_t *__restrict__ q, size_t q_row_bytes)
 {
-    __shared__ double scratch[32];
+    __shared__ double scratch[8];
     k_pdl_wait();
     k_pdl_launch();
     const float *xr = x + (size_t)blockIdx.y * (size_t)n;
     float *yr = y + (size_t)blockIdx.y * (size_t)n;
-    double ss = 0.0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-        ss += (double)xr[i] * xr[i];
-    ss = k_block_sum_double(ss, scratch);
-    const float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    const float scale = k_rms_scale(xr, n, eps, scratch);
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     uint8_t *qr = q ? q + (size_t)blockIdx.y * q_row_bytes : NULL;
@@ -67,10 +63,8 @@ extern "C" int nvl__k_rmsnorm_quantize(const float *x, const float *g, float *y,
         return -EINVAL;
     const int64_t per_slice = act == NVL_K_ACT_Q8 ? RMS_WARPS * 32 : RMS_WARPS * 256;
     const dim3 grid((unsigned)((n + per_slice - 1) / per_slice), (unsigned)n_tok);
-    const int rc = k_launch(k_rmsnorm, grid, dim3(RMS_WARPS * 32), 0, stream, x, g, y, n, eps,
-                            (int)act, (uint8_t *)q, nvl__k_act_row_bytes(act, n));
-    const int lrc = nvl__k_launch_check("rmsnorm");
-    return rc ? rc : lrc;
+    return k_launch("rmsnorm", k_rmsnorm, grid, dim3(RMS_WARPS * 32), 0, stream, x, g, y, n, eps,
+                    (int)act, (uint8_t *)q, nvl__k_act_row_bytes(act, n));
 }
 
 extern "C" int nvl__k_rmsnorm(const float *x, const float *g, float *y, int64_t n, int32_t n_tok,

@@ -60,8 +60,6 @@ extern "C" int nvl__k_rope_kv(const struct nvl_k_rope *r, cudaStream_t stream)
         return -EINVAL;
     const int64_t pairs =
         (int64_t)r->n_tok * ((int64_t)(r->n_head + 2 * r->n_head_kv) * r->head_dim / 2);
-    const int rc =
-        k_launch(k_rope_kv, dim3(k_blocks(pairs, K_THREADS)), dim3(K_THREADS), 0, stream, *r);
-    const int lrc = nvl__k_launch_check("rope_kv");
-    return rc ? rc : lrc;
+    return k_launch("rope_kv", k_rope_kv, dim3(k_blocks(pairs, K_THREADS)), dim3(K_THREADS), 0,
+                    stream, *r);
 }

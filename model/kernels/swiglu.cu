@@ -68,22 +68,20 @@ extern "C" int nvl__k_swiglu_quantize(float *g, const float *u, int64_t n, int32
         (act == NVL_K_ACT_Q8K && n % NVL_QK_K) || (act != NVL_K_ACT_F32 && !q))
         return -EINVAL;
     const size_t qrb = nvl__k_act_row_bytes(act, n);
-    int rc = 0;
     if (act == NVL_K_ACT_Q8)
-        rc =
-            k_launch(k_swiglu_quant<NVL_K_ACT_Q8>, dim3(k_blocks(n_tok * (n / 32) * 32, K_THREADS)),
-                     dim3(K_THREADS), 0, stream, g, u, n, n_tok, (uint8_t *)q, qrb);
-    else if (act == NVL_K_ACT_Q8K)
-        rc = k_launch(k_swiglu_quant<NVL_K_ACT_Q8K>,
-                      dim3(k_blocks(n_tok * (n / NVL_QK_K) * 32, K_THREADS)), dim3(K_THREADS), 0,
-                      stream, g, u, n, n_tok, (uint8_t *)q, qrb);
-    else if ((n * n_tok) % 4 == 0 && !((uintptr_t)g & 15) && !((uintptr_t)u & 15))
+        return k_launch("swiglu", k_swiglu_quant<NVL_K_ACT_Q8>,
+                        dim3(k_blocks(n_tok * (n / 32) * 32, K_THREADS)), dim3(K_THREADS), 0,
+                        stream, g, u, n, n_tok, (uint8_t *)q, qrb);
+    if (act == NVL_K_ACT_Q8K)
+        return k_launch("swiglu", k_swiglu_quant<NVL_K_ACT_Q8K>,
+                        dim3(k_blocks(n_tok * (n / NVL_QK_K) * 32, K_THREADS)), dim3(K_THREADS), 0,
+                        stream, g, u, n, n_tok, (uint8_t *)q, qrb);
+    if ((n * n_tok) % 4 == 0 && !((uintptr_t)g & 15) && !((uintptr_t)u & 15))
         k_swiglu_x4<<<k_blocks(n * n_tok / 4, K_THREADS), K_THREADS, 0, stream>>>(
             (float4 *)g, (const float4 *)u, n * n_tok / 4);
     else
         k_swiglu<<<k_blocks(n * n_tok, K_THREADS), K_THREADS, 0, stream>>>(g, u, n * n_tok);
-    const int lrc = nvl__k_launch_check("swiglu");
-    return rc ? rc : lrc;
+    return nvl__k_launch_check("swiglu");
 }
 
 extern "C" int nvl__k_swiglu(float *g, const float *u, int64_t n, cudaStream_t stream)
