@@ -189,7 +189,7 @@ RES_TG=$(field "$OUT/resident_q4_K.out" tg 2>/dev/null)
 # bytes, achieved occupancy and SM busy per kernel, summed by kernel (scripts/ncu-table.py).
 if want profile; then
     NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-    METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed
+    METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum
     for t in ${PROFILE_TYPES:-q4_0 q4_K}; do
         f=$DISK/llama3-8b-$t.gguf
         synth llama3-8b $t "$f"

@@ -159,10 +159,11 @@ static __device__ __forceinline__ void mv_plain_dot(const uint32_t *w, const uin
 struct mv_group {
     const uint8_t *w[NVL_K_MV_GROUP];
     uint64_t row_bytes[NVL_K_MV_GROUP];
-    int64_t rows[NVL_K_MV_GROUP];
+    int rows[NVL_K_MV_GROUP];
     float *y[NVL_K_MV_GROUP];
     size_t y_stride[NVL_K_MV_GROUP];
-    int64_t item_end[NVL_K_MV_GROUP];
+    int item_end[NVL_K_MV_GROUP];
+    int aligned; /* every matrix and row starts on 16 bytes: chunks copy without checks */
 };
 
 /* The activations of one launch: NT rows x_stride bytes apart, in the form `in` says. */
@@ -174,43 +175,81 @@ struct mv_input {
     float eps;
 };
 
+/* Bytes between consecutive units' activations in shared memory. A lane reads its unit's q8
+ * blocks with 8-byte loads, the lanes of a row taking consecutive units; packed, the 320-byte
+ * (Q4_0, Q5_0) or 160-byte (Q4_1, Q8_0) units put 16 lanes on two or four bank pairs, an 8- or
+ * 4-way conflict that made shared memory, not DRAM, the limit of those types. An odd number of
+ * 8-byte words between units spreads a half-warp over all 16 bank pairs. (Q8_K units, 292
+ * bytes, are read in 4-byte words 73 apart: already conflict-free.) */
+template <int T, int NB> struct mv_act_stride {
+    static constexpr int bytes = NB * K_ACT_BLOCK_BYTES(T);
+    static constexpr int value = bytes % 16 == 0 ? bytes + 8 : bytes;
+};
+
 /* Shared memory of one warp's buffer: RPW row spans of LPR units, each followed by MV_PAD bytes. */
 template <int UB, int LPR> struct mv_span {
     static constexpr int value = (LPR * UB + 15) / 16 * 16 + MV_PAD;
 };
 
-/* A warp's position in its work: row group `item` (its matrix m, first row, rows) and chunk. */
+/* A warp's position in its work: row group `item` (its matrix m, first row, rows), chunk, and
+ * where the chunk's bytes of the group's first row start (src; rows rb apart). */
 struct mv_cursor {
     int item;
     int chunk;
-    int m;
     int nrows;
-    int64_t row0;
+    int row0;
+    const uint8_t *src;
+    uint64_t rb;
+    float *y; /* the matrix's output, rows ys floats apart */
+    size_t ys;
 };
 
-/* Places c at chunk 0 of row group `item` of the launch. */
+/* Places c at chunk 0 of row group `item` of the launch. The matrix's fields are picked by
+ * compares and selects, not by indexing the parameter arrays with a register (which compiles to
+ * indexed constant loads on the copy path of every stage). */
 template <int RPW>
 static __device__ __forceinline__ void mv_cursor_start(const struct mv_group &g, int item,
                                                        struct mv_cursor &c)
 {
-    int m = 0;
-    while (m < NVL_K_MV_GROUP - 1 && item >= g.item_end[m])
-        m++;
+    int m = 0, base = 0;
+#pragma unroll
+    for (int i = 0; i < NVL_K_MV_GROUP - 1; i++)
+        if (item >= g.item_end[i]) {
+            m = i + 1;
+            base = g.item_end[i];
+        }
+    const uint8_t *w = g.w[0];
+    uint64_t rb = g.row_bytes[0];
+    int rows = g.rows[0];
+    c.y = g.y[0];
+    c.ys = g.y_stride[0];
+#pragma unroll
+    for (int i = 1; i < NVL_K_MV_GROUP; i++)
+        if (m == i) {
+            w = g.w[i];
+            rb = g.row_bytes[i];
+            rows = g.rows[i];
+            c.y = g.y[i];
+            c.ys = g.y_stride[i];
+        }
     c.item = item;
     c.chunk = 0;
-    c.m = m;
-    c.row0 = (item - (m ? g.item_end[m - 1] : 0)) * (int64_t)RPW;
-    const int64_t left = g.rows[m] - c.row0;
-    c.nrows = left < RPW ? (int)left : RPW;
+    c.row0 = (item - base) * RPW;
+    c.nrows = min(rows - c.row0, RPW);
+    c.rb = rb;
+    c.src = w + (uint64_t)c.row0 * rb;
 }
 
-/* The next chunk: of this row group, else chunk 0 of the warp's next one (tw row groups on). */
+/* The next chunk (chunk_bytes on): of this row group, else chunk 0 of the warp's next one (tw
+ * row groups on). */
 template <int RPW>
 static __device__ __forceinline__ void mv_cursor_next(const struct mv_group &g, int n_chunks,
-                                                      int tw, struct mv_cursor &c)
+                                                      int chunk_bytes, int tw, struct mv_cursor &c)
 {
-    if (++c.chunk < n_chunks)
+    if (++c.chunk < n_chunks) {
+        c.src += chunk_bytes;
         return;
+    }
     if (c.item + tw < g.item_end[NVL_K_MV_GROUP - 1]) {
         mv_cursor_start<RPW>(g, c.item + tw, c);
     } else { /* past the warp's last row group: only the stage count stops it now */
@@ -219,11 +258,81 @@ static __device__ __forceinline__ void mv_cursor_next(const struct mv_group &g, 
     }
 }
 
+/* Quantizes a row's 32-element blocks (struct nvl_k_block_q8) into xs, four lanes a block,
+ * eight elements a lane: the expressions of k_quant_q8_warp, whose maximum and integer sum do
+ * not depend on the order of reduction, so the same bits, with 2 + 2 shuffles a block instead of
+ * 5 + 5 and four blocks a warp at once. Block b goes to byte (b / NB) * XUS + (b % NB) * 40. */
+template <int NB, int XUS>
+static __device__ __forceinline__ void
+mv_quant_q8_row(const float *xr, const float *norm, float scale, bool rms, int64_t k, uint8_t *dst)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int64_t pieces = k / 8;
+    const bool vec = (((uintptr_t)xr | (uintptr_t)(rms ? norm : xr)) & 15) == 0;
+    for (int64_t base = (int64_t)warp * 32; base < pieces; base += (int64_t)nw * 32) {
+        const int64_t piece = base + lane;
+        const bool live = piece < pieces; /* whole blocks: k % 32 == 0 */
+        float v[8];
+        if (live && vec) {
+            const float4 a = ((const float4 *)xr)[2 * piece],
+                         b = ((const float4 *)xr)[2 * piece + 1];
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z,
+            v[7] = b.w;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                v[j] = live ? xr[8 * piece + j] : 0.0f;
+        }
+        if (rms) {
+            float nv[8];
+            if (live && vec) {
+                const float4 a = ((const float4 *)norm)[2 * piece],
+                             b = ((const float4 *)norm)[2 * piece + 1];
+                nv[0] = a.x, nv[1] = a.y, nv[2] = a.z, nv[3] = a.w, nv[4] = b.x, nv[5] = b.y,
+                nv[6] = b.z, nv[7] = b.w;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    nv[j] = live ? norm[8 * piece + j] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                v[j] = v[j] * scale * nv[j];
+        }
+        float amax = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            amax = fmaxf(amax, fabsf(v[j]));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint32_t packed[2] = {0, 0};
+        int sum = 0;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int q = __float2int_rn(v[j] * id);
+            sum += q;
+            packed[j >> 2] |= ((uint32_t)q & 0xffu) << (8 * (j & 3));
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        if (live) {
+            const int64_t b = piece >> 2;
+            const int sub = (int)(piece & 3);
+            uint8_t *blk = dst + (b / NB) * XUS + (b % NB) * (int64_t)sizeof(struct nvl_k_block_q8);
+            *(uint2 *)(blk + 8 + 8 * sub) = make_uint2(packed[0], packed[1]);
+            if (sub == 0)
+                *(int2 *)blk = make_int2(__float_as_int(d), sum);
+        }
+    }
+}
+
 /* The block's quantized activations, made in shared memory (xs, rows x_pad apart) from fp32
  * rows: RMS normalization as k_rmsnorm (k_rms_scale), quantization as k_quant_q8 / k_quant_q8k,
  * so the bits are those of the separate kernels. Every thread takes part; the block has 1, 2, 4
  * or 8 warps. */
-template <int ACT, int NT>
+template <int ACT, int NT, int NB, int XUS>
 static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t *xs,
                                    uint32_t x_pad)
 {
@@ -238,11 +347,7 @@ static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t
             scale = k_rms_scale(xr, k, in.eps, scratch);
         uint8_t *dst = xs + (size_t)t * x_pad;
         if (ACT == NVL_K_ACT_Q8) {
-            for (int64_t b = warp; b < k / 32; b += nw) {
-                const int64_t i = b * 32 + lane;
-                const float v = rms ? xr[i] * scale * in.norm[i] : xr[i];
-                k_quant_q8_warp(v, (struct nvl_k_block_q8 *)dst + b);
-            }
+            mv_quant_q8_row<NB, XUS>(xr, in.norm, scale, rms, k, dst);
         } else {
             for (int64_t b = warp; b < k / NVL_QK_K; b += nw) {
                 float v[8];
@@ -251,7 +356,9 @@ static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t
                     const int64_t i = b * NVL_QK_K + 8 * lane + j;
                     v[j] = rms ? xr[i] * scale * in.norm[i] : xr[i];
                 }
-                k_quant_q8k_warp(v, (struct nvl_block_q8_K *)dst + b);
+                k_quant_q8k_warp(
+                    v, (struct nvl_block_q8_K *)(dst + (b / NB) * XUS +
+                                                 (b % NB) * sizeof(struct nvl_block_q8_K)));
             }
         }
     }
@@ -265,6 +372,7 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
     constexpr int UB = NB * k_type<T>::block_bytes;
     constexpr int NW = (UB + 3) / 4;
     constexpr int XU = NB * K_ACT_BLOCK_BYTES(T);
+    constexpr int XUS = mv_act_stride<T, NB>::value;
     constexpr bool XS = k_type<T>::act != NVL_K_ACT_F32; /* activations staged */
     constexpr int RPW = 32 / LPR;
     constexpr int SPAN = mv_span<UB, LPR>::value;
@@ -289,16 +397,37 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
     struct mv_cursor ic, cc;
     mv_cursor_start<RPW>(g, gw, ic);
     cc = ic;
+    /* A whole chunk of an aligned group is N16 16-byte copies a row, a count known here, so the
+     * copy loop unrolls with constant offsets; the last, shorter chunk of a row and unaligned
+     * matrices take mv_stage. */
+    constexpr int N16 = LPR * UB / 16;
+    static_assert(LPR * UB % 16 == 0, "a whole chunk is a multiple of 16 bytes");
+    const int last_cu = (int)(n_units - (int64_t)(n_chunks - 1) * LPR);
+    int ibuf = 0; /* buffer of the next stage issued */
     auto issue = [&](int s) {
         if (s < n_stages) {
-            const int u0 = ic.chunk * LPR;
-            const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
-            uint8_t *buf = ws + (size_t)(s % MV_STAGES) * BUF;
-            const uint64_t rb = g.row_bytes[ic.m];
-            const uint8_t *src = g.w[ic.m] + (uint64_t)ic.row0 * rb + (uint64_t)u0 * UB;
-            for (int r = 0; r < ic.nrows; r++)
-                mv_stage(buf + r * SPAN, src + (uint64_t)r * rb, cu * UB, lane, 32);
-            mv_cursor_next<RPW>(g, n_chunks, tw, ic);
+            uint8_t *buf = ws + ibuf * BUF;
+            const bool full = ic.chunk < n_chunks - 1 || last_cu == LPR;
+            if (full && g.aligned) {
+#pragma unroll
+                for (int r = 0; r < RPW; r++) {
+                    if (r < ic.nrows) {
+                        const uint8_t *rs = ic.src + r * ic.rb;
+#pragma unroll
+                        for (int j = 0; j < (N16 + 31) / 32; j++) {
+                            const int i = lane + 32 * j;
+                            if (N16 % 32 == 0 || i < N16)
+                                mv_cp_async16(buf + r * SPAN + 16 * i, rs + 16 * i);
+                        }
+                    }
+                }
+            } else {
+                const int cu = full ? LPR : last_cu;
+                for (int r = 0; r < ic.nrows; r++)
+                    mv_stage(buf + r * SPAN, ic.src + r * ic.rb, cu * UB, lane, 32);
+            }
+            mv_cursor_next<RPW>(g, n_chunks, LPR * UB, tw, ic);
+            ibuf = ibuf == MV_STAGES - 1 ? 0 : ibuf + 1;
         }
         mv_cp_async_commit();
     };
@@ -316,10 +445,10 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
                 const uint32_t *src = (const uint32_t *)(in.x + (size_t)t * in.x_stride);
                 uint32_t *dst = (uint32_t *)(xs + (size_t)t * x_pad);
                 for (int i = threadIdx.x; i < words; i += blockDim.x)
-                    dst[i] = __ldg(src + i);
+                    dst[i / (XU / 4) * (XUS / 4) + i % (XU / 4)] = __ldg(src + i);
             }
         } else {
-            mv_make_act<k_type<T>::act, NT>(in, k, xs, x_pad);
+            mv_make_act<k_type<T>::act, NT, NB, XUS>(in, k, xs, x_pad);
         }
         __syncthreads();
     }
@@ -329,22 +458,22 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
+    int cbuf = 0; /* buffer of the stage multiplied */
     for (int s = 0; s < n_stages; s++) {
         issue(s + MV_STAGES - 1);
         mv_cp_async_wait<MV_STAGES - 1>();
         __syncwarp();
-        const int m = cc.m, nrows = cc.nrows, c = cc.chunk;
-        const int64_t row0 = cc.row0;
+        const int nrows = cc.nrows, c = cc.chunk, row0 = cc.row0;
         const int u0 = c * LPR;
         const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
         if (grp < nrows && gl < cu) {
             uint32_t w[NW];
-            mv_lds<UB>(ws + (size_t)(s % MV_STAGES) * BUF + grp * SPAN + gl * UB, w);
+            mv_lds<UB>(ws + cbuf * BUF + grp * SPAN + gl * UB, w);
             const int64_t u = u0 + gl;
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (XS)
-                    k_unit_dot<T, NB>(w, xs + (size_t)t * x_pad + (size_t)u * XU, acc[t]);
+                    k_unit_dot<T, NB>(w, xs + (size_t)t * x_pad + (size_t)u * XUS, acc[t]);
                 else
                     mv_plain_dot<T, NB>(w, in.x + (size_t)t * in.x_stride + (size_t)u * XU, acc[t]);
             }
@@ -358,10 +487,10 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
                     acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
             }
             if (gl == 0 && grp < nrows) {
-                const int64_t row = row0 + grp;
+                const int row = row0 + grp;
 #pragma unroll
                 for (int t = 0; t < NT; t++) {
-                    float *dst = g.y[m] + (size_t)t * g.y_stride[m] + row;
+                    float *dst = cc.y + (size_t)t * cc.ys + row;
                     *dst = accumulate ? *dst + acc[t] : acc[t];
                 }
             }
@@ -369,7 +498,8 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
             for (int t = 0; t < NT; t++)
                 acc[t] = 0.0f;
         }
-        mv_cursor_next<RPW>(g, n_chunks, tw, cc);
+        mv_cursor_next<RPW>(g, n_chunks, LPR * UB, tw, cc);
+        cbuf = cbuf == MV_STAGES - 1 ? 0 : cbuf + 1;
         __syncwarp(); /* every lane is done with buffer s before stage s + MV_STAGES reuses it */
     }
     mv_cp_async_wait<0>();
@@ -419,7 +549,7 @@ template <int T, int NB> static size_t mv_x_pad(int64_t n_units)
 {
     return k_type<T>::act == NVL_K_ACT_F32
                ? 0
-               : ((size_t)n_units * NB * K_ACT_BLOCK_BYTES(T) + 15) / 16 * 16;
+               : ((size_t)n_units * mv_act_stride<T, NB>::value + 15) / 16 * 16;
 }
 
 template <int T, int NB, int NT> static size_t mv_smem_bytes(int64_t n_units, int warps)
@@ -491,15 +621,18 @@ static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStrea
         return -E2BIG;
     struct mv_group g;
     memset(&g, 0, sizeof(g));
-    int64_t end = 0;
+    int end = 0; /* row counts are below 2^31 (nvl__k_matvec_group), row groups no more */
+    g.aligned = 1;
     for (int i = 0; i < NVL_K_MV_GROUP; i++) {
         if (i < n) {
             g.w[i] = (const uint8_t *)mm[i].w;
             g.row_bytes[i] = mm[i].row_bytes;
-            g.rows[i] = mm[i].rows;
+            g.rows[i] = (int)mm[i].rows;
+            if (((uintptr_t)mm[i].w | mm[i].row_bytes) & 15)
+                g.aligned = 0;
             g.y[i] = mm[i].y + (size_t)t0 * mm[i].y_stride;
             g.y_stride[i] = mm[i].y_stride;
-            end += (mm[i].rows + rpw - 1) / rpw;
+            end += (int)((mm[i].rows + rpw - 1) / rpw);
         }
         g.item_end[i] = end;
     }
@@ -545,11 +678,11 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
         return -EINVAL;
     for (int i = 0; i < n; i++)
         if (!nvl__k_type_supported(mm[i].type) || mm[i].n_tok < 1 || mm[i].rows < 1 ||
-            mm[i].k < 1 || mm[i].k % nvl_ggml_block_size(mm[i].type) != 0 ||
-            mm[i].type != mm[0].type || mm[i].k != mm[0].k || mm[i].x != mm[0].x ||
-            mm[i].x_stride != mm[0].x_stride || mm[i].n_tok != mm[0].n_tok ||
-            mm[i].accumulate != mm[0].accumulate || mm[i].in != mm[0].in ||
-            mm[i].norm != mm[0].norm || mm[i].eps != mm[0].eps)
+            mm[i].rows > INT32_MAX / NVL_K_MV_GROUP || mm[i].k < 1 ||
+            mm[i].k % nvl_ggml_block_size(mm[i].type) != 0 || mm[i].type != mm[0].type ||
+            mm[i].k != mm[0].k || mm[i].x != mm[0].x || mm[i].x_stride != mm[0].x_stride ||
+            mm[i].n_tok != mm[0].n_tok || mm[i].accumulate != mm[0].accumulate ||
+            mm[i].in != mm[0].in || mm[i].norm != mm[0].norm || mm[i].eps != mm[0].eps)
             return -EINVAL;
     /* A prologue makes quantized activations (so only for quantized weights) from fp32 rows;
      * ready activation rows are copied to shared memory in 4-byte words. */

@@ -47,6 +47,22 @@ static K_HD int k_dp4a(int a, int b, int c)
 #endif
 }
 
+/* c + the dot of a's four unsigned bytes with b's four signed ones. With a = q & 0xf0f0f0f0 it
+ * gives 16 times the dot of q's high nibbles without shifting them down first (one instruction a
+ * word fewer); the caller shifts the exact multiple of 16 back once. */
+static K_HD int k_dp4a_us(uint32_t a, int b, int c)
+{
+#if defined(__CUDA_ARCH__)
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+#else
+    for (int i = 0; i < 4; i++)
+        c += (int)(uint8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+    return c;
+#endif
+}
+
 static K_HD float k_h2f(uint32_t h)
 {
 #if defined(__CUDA_ARCH__)
@@ -110,6 +126,19 @@ static K_HD void k_ld_q8(const uint8_t *xb, int *xq)
     }
 #else
     memcpy(xq, xb + 8, 32);
+#endif
+}
+
+/* The scale and quant sum of a struct nvl_k_block_q8 (8-byte aligned) with one 8-byte load. */
+static K_HD void k_ld_q8_head(const uint8_t *xb, float *d, int *sum)
+{
+#if defined(__CUDA_ARCH__)
+    const int2 v = *(const int2 *)xb;
+    *d = __int_as_float(v.x);
+    *sum = v.y;
+#else
+    memcpy(d, xb, sizeof(*d));
+    memcpy(sum, xb + 4, sizeof(*sum));
 #endif
 }
 
@@ -198,29 +227,36 @@ static K_HD float k_dot_q4_0(const uint32_t *w, int off, const uint8_t *xb)
 {
     int xq[8];
     k_ld_q8(xb, xq);
-    int isum = 0;
+    int isum = 0, hsum = 0;
     K_UNROLL
     for (int i = 0; i < 4; i++) {
         const uint32_t q = k_w32(w, off + 2 + 4 * i);
         isum = k_dp4a((int)(q & 0x0f0f0f0fu), xq[i], isum);
-        isum = k_dp4a((int)((q >> 4) & 0x0f0f0f0fu), xq[4 + i], isum);
+        hsum = k_dp4a_us(q & 0xf0f0f0f0u, xq[4 + i], hsum);
     }
-    return k_h2f(k_w16(w, off)) * k_ldf(xb) * (float)(isum - 8 * k_ld32(xb + 4));
+    isum += hsum >> 4;
+    float xd;
+    int xsum;
+    k_ld_q8_head(xb, &xd, &xsum);
+    return k_h2f(k_w16(w, off)) * xd * (float)(isum - 8 * xsum);
 }
 
 static K_HD float k_dot_q4_1(const uint32_t *w, int off, const uint8_t *xb)
 {
     int xq[8];
     k_ld_q8(xb, xq);
-    int isum = 0;
+    int isum = 0, hsum = 0;
     K_UNROLL
     for (int i = 0; i < 4; i++) {
         const uint32_t q = k_w32(w, off + 4 + 4 * i);
         isum = k_dp4a((int)(q & 0x0f0f0f0fu), xq[i], isum);
-        isum = k_dp4a((int)((q >> 4) & 0x0f0f0f0fu), xq[4 + i], isum);
+        hsum = k_dp4a_us(q & 0xf0f0f0f0u, xq[4 + i], hsum);
     }
-    return k_ldf(xb) *
-           (k_h2f(k_w16(w, off)) * (float)isum + k_h2f(k_w16(w, off + 2)) * (float)k_ld32(xb + 4));
+    isum += hsum >> 4;
+    float xd;
+    int xsum;
+    k_ld_q8_head(xb, &xd, &xsum);
+    return xd * (k_h2f(k_w16(w, off)) * (float)isum + k_h2f(k_w16(w, off + 2)) * (float)xsum);
 }
 
 static K_HD int k_isum_q5(const uint32_t *w, int qh_off, int qs_off, const uint8_t *xb)
@@ -243,14 +279,19 @@ static K_HD int k_isum_q5(const uint32_t *w, int qh_off, int qs_off, const uint8
 static K_HD float k_dot_q5_0(const uint32_t *w, int off, const uint8_t *xb)
 {
     const int isum = k_isum_q5(w, off + 2, off + 6, xb);
-    return k_h2f(k_w16(w, off)) * k_ldf(xb) * (float)(isum - 16 * k_ld32(xb + 4));
+    float xd;
+    int xsum;
+    k_ld_q8_head(xb, &xd, &xsum);
+    return k_h2f(k_w16(w, off)) * xd * (float)(isum - 16 * xsum);
 }
 
 static K_HD float k_dot_q5_1(const uint32_t *w, int off, const uint8_t *xb)
 {
     const int isum = k_isum_q5(w, off + 4, off + 8, xb);
-    return k_ldf(xb) *
-           (k_h2f(k_w16(w, off)) * (float)isum + k_h2f(k_w16(w, off + 2)) * (float)k_ld32(xb + 4));
+    float xd;
+    int xsum;
+    k_ld_q8_head(xb, &xd, &xsum);
+    return xd * (k_h2f(k_w16(w, off)) * (float)isum + k_h2f(k_w16(w, off + 2)) * (float)xsum);
 }
 
 static K_HD float k_dot_q8_0(const uint32_t *w, int off, const uint8_t *xb)
@@ -384,15 +425,22 @@ template <bool Q5> static K_HD float k_dot_qk45(const uint32_t *w, const uint8_t
         K_UNROLL
         for (int i = 0; i < 8; i++) {
             const uint32_t q = k_w32(w, qs_off + 32 * c + 4 * i);
-            uint32_t lo = q & 0x0f0f0f0fu, hi = (q >> 4) & 0x0f0f0f0fu;
+            const int xlo = k_ld32(xb + K_Q8K_QS + 64 * c + 4 * i);
+            const int xhi = k_ld32(xb + K_Q8K_QS + 64 * c + 32 + 4 * i);
             if (Q5) {
                 const uint32_t qh = k_w32(w, 16 + 4 * i);
-                lo |= ((qh >> (2 * c)) & 0x01010101u) << 4;
-                hi |= ((qh >> (2 * c + 1)) & 0x01010101u) << 4;
+                const uint32_t lo = (q & 0x0f0f0f0fu) | (((qh >> (2 * c)) & 0x01010101u) << 4);
+                const uint32_t hi =
+                    ((q >> 4) & 0x0f0f0f0fu) | (((qh >> (2 * c + 1)) & 0x01010101u) << 4);
+                s_lo = k_dp4a((int)lo, xlo, s_lo);
+                s_hi = k_dp4a((int)hi, xhi, s_hi);
+            } else { /* high nibbles in place: s_hi is 16 times their dot (k_dp4a_us) */
+                s_lo = k_dp4a((int)(q & 0x0f0f0f0fu), xlo, s_lo);
+                s_hi = k_dp4a_us(q & 0xf0f0f0f0u, xhi, s_hi);
             }
-            s_lo = k_dp4a((int)lo, k_ld32(xb + K_Q8K_QS + 64 * c + 4 * i), s_lo);
-            s_hi = k_dp4a((int)hi, k_ld32(xb + K_Q8K_QS + 64 * c + 32 + 4 * i), s_hi);
         }
+        if (!Q5)
+            s_hi >>= 4;
         isum += sc0 * s_lo + sc1 * s_hi;
     }
     return k_ldf(xb) * (k_h2f(k_w16(w, 0)) * (float)isum - k_h2f(k_w16(w, 2)) * (float)msum);
