@@ -81,19 +81,31 @@ int nvl__cuda_is_device_ptr(const void *p)
     return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
+/* The copies run on the calling thread's own default stream and wait for it: cudaMemcpy would
+ * use the legacy stream, which the copies of every loader thread share, and a device-to-device
+ * cudaMemcpy returns before the copy is done, so the read could be reported complete (and the
+ * compute stream released) while its bytes are still on their way. */
+static int copy_sync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
+{
+    if (cudaMemcpyAsync(dst, src, n, kind, cudaStreamPerThread) != cudaSuccess ||
+        cudaStreamSynchronize(cudaStreamPerThread) != cudaSuccess)
+        return -EIO;
+    return 0;
+}
+
 int nvl__cuda_memcpy_h2d(void *dst, const void *src, size_t n)
 {
-    return cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice) == cudaSuccess ? 0 : -EIO;
+    return copy_sync(dst, src, n, cudaMemcpyHostToDevice);
 }
 
 int nvl__cuda_memcpy_d2h(void *dst, const void *src, size_t n)
 {
-    return cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : -EIO;
+    return copy_sync(dst, src, n, cudaMemcpyDeviceToHost);
 }
 
 int nvl__cuda_memcpy_d2d(void *dst, const void *src, size_t n)
 {
-    return cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice) == cudaSuccess ? 0 : -EIO;
+    return copy_sync(dst, src, n, cudaMemcpyDeviceToDevice);
 }
 
 int nvl__cuda_malloc(size_t n, void **p)

@@ -34,11 +34,13 @@
 #include "nvl_driver/log.h"
 #include "qblock.cuh"
 
-#define MV_WARPS     8 /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
-#define MV_MAX_WARPS 8 /* the most NVL_MV_WARPS may ask for (the register budget) */
-#define MV_STAGES    3 /* chunk buffers per warp: MV_STAGES - 1 chunks in flight while one is used */
-#define MV_TOK       4
-#define MV_PAD       16 /* bytes after each staged span: the 2-byte-aligned unit loads read past it */
+#define MV_WARPS     8  /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
+#define MV_MAX_WARPS 16 /* the most NVL_MV_WARPS may ask for (the register budget) */
+#ifndef MV_STAGES
+#define MV_STAGES 3 /* chunk buffers per warp: MV_STAGES - 1 chunks in flight while one is used */
+#endif
+#define MV_TOK 4
+#define MV_PAD 16 /* bytes after each staged span: the 2-byte-aligned unit loads read past it */
 
 /* Blocks per unit on the fast path: units of 8- or 16-byte multiples, so that a unit comes out
  * of shared memory with 8- or 16-byte loads and a chunk of 32 units is a few KB (Q4_0: 144-byte
@@ -330,8 +332,8 @@ mv_quant_q8_row(const float *xr, const float *norm, float scale, bool rms, int64
 
 /* The block's quantized activations, made in shared memory (xs, rows x_pad apart) from fp32
  * rows: RMS normalization as k_rmsnorm (k_rms_scale), quantization as k_quant_q8 / k_quant_q8k,
- * so the bits are those of the separate kernels. Every thread takes part; the block has 1, 2, 4
- * or 8 warps. */
+ * so the bits are those of the separate kernels. Every thread takes part; the block has 1, 2, 4,
+ * 8 or 16 warps. */
 template <int ACT, int NT, int NB, int XUS>
 static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t *xs,
                                    uint32_t x_pad)
@@ -365,7 +367,7 @@ static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t
 }
 
 template <int T, int NB, int NT, int LPR>
-static __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
+static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
     k_matvec(const struct mv_group g, const struct mv_input in, int64_t n_units, int64_t n_items,
              uint32_t x_pad, bool accumulate)
 {
@@ -512,8 +514,8 @@ static int mv_warps(void)
     if (!warps) {
         const char *v = getenv("NVL_MV_WARPS");
         const long n = v ? atol(v) : 0;
-        /* 1, 2, 4 or 8: the prologue's reduction plays 8 warps' order (mv_make_act). */
-        warps = n == 1 || n == 2 || n == 4 || n == 8 ? (int)n : MV_WARPS;
+        /* Powers of two: the prologue's reduction plays 8 warps' order (k_rms_scale). */
+        warps = n == 1 || n == 2 || n == 4 || n == 8 || n == 16 ? (int)n : MV_WARPS;
     }
     return warps;
 }
