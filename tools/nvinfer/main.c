@@ -192,6 +192,14 @@ static int cmd_run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Streamed layers are waited for on the GPU (cuStreamWaitValue32), which holds the hardware
+     * queue the compute stream is mapped to until the loader signals. With the driver's default
+     * 8 queues, a stream of a library the loader calls (cuFile's bounce copies in compatibility
+     * mode) could share that queue, and the read the compute stream waits for could then never
+     * finish: the gds backend hung that way on the H100 machine. 32, the most the driver
+     * allows, gives every stream of the process its own queue; set before the first CUDA call,
+     * and a user's own setting wins. */
+    setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
     /* `nvinfer SUBCOMMAND ...`; without a known subcommand the arguments are run's options. */
     static const struct {
         const char *name;
