@@ -30,12 +30,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "kcommon.cuh"
 #include "nvl_driver/log.h"
 #include "qblock.cuh"
 
-#define MV_WARPS     8  /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
-#define MV_MAX_WARPS 16 /* the most NVL_MV_WARPS may ask for (the register budget) */
+#define MV_WARPS     8 /* warps per block (NVL_MV_WARPS overrides it, for tuning) */
+#define MV_MAX_WARPS 8 /* the most NVL_MV_WARPS may ask for (the register budget) */
 #ifndef MV_STAGES
 #define MV_STAGES 3 /* chunk buffers per warp: MV_STAGES - 1 chunks in flight while one is used */
 #endif
@@ -456,53 +458,82 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
     }
     k_pdl_launch();
 
-    float acc[NT];
+    /* The main loop; with XR the lane's activations are in registers (xv), loaded once: a
+     * single-token launch whose rows are one chunk (a 4096-element Q4_0 or Q4_K row: 16 lanes a
+     * row) has each lane meet the same activation unit in every row it multiplies, so the
+     * shared-memory loads of the activations (5 of every 6 shared loads of a Q4_0 unit) are
+     * made once instead of once per row. */
+    auto main_loop = [&](auto xr_tag) {
+        constexpr bool XR = decltype(xr_tag)::value;
+        alignas(16) uint32_t xv[XR ? (XU + 3) / 4 : 1];
+        if constexpr (XR) {
+            const uint32_t *src = (const uint32_t *)(xs + (size_t)gl * XUS);
 #pragma unroll
-    for (int t = 0; t < NT; t++)
-        acc[t] = 0.0f;
-    int cbuf = 0; /* buffer of the stage multiplied */
-    for (int s = 0; s < n_stages; s++) {
-        issue(s + MV_STAGES - 1);
-        mv_cp_async_wait<MV_STAGES - 1>();
-        __syncwarp();
-        const int nrows = cc.nrows, c = cc.chunk, row0 = cc.row0;
-        const int u0 = c * LPR;
-        const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
-        if (grp < nrows && gl < cu) {
-            uint32_t w[NW];
-            mv_lds<UB>(ws + cbuf * BUF + grp * SPAN + gl * UB, w);
-            const int64_t u = u0 + gl;
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                if (XS)
-                    k_unit_dot<T, NB>(w, xs + (size_t)t * x_pad + (size_t)u * XUS, acc[t]);
-                else
-                    mv_plain_dot<T, NB>(w, in.x + (size_t)t * in.x_stride + (size_t)u * XU, acc[t]);
-            }
+            for (int i = 0; i < (XU + 3) / 4; i++)
+                xv[i] = gl < n_units ? src[i] : 0u;
         }
-        if (c == n_chunks - 1) {
-            /* The row's lanes, in a fixed order. */
+        float acc[NT];
 #pragma unroll
-            for (int t = 0; t < NT; t++) {
+        for (int t = 0; t < NT; t++)
+            acc[t] = 0.0f;
+        int cbuf = 0; /* buffer of the stage multiplied */
+        for (int s = 0; s < n_stages; s++) {
+            issue(s + MV_STAGES - 1);
+            mv_cp_async_wait<MV_STAGES - 1>();
+            __syncwarp();
+            const int nrows = cc.nrows, c = cc.chunk, row0 = cc.row0;
+            const int u0 = c * LPR;
+            const int cu = n_units - u0 < LPR ? (int)(n_units - u0) : LPR;
+            if (grp < nrows && gl < cu) {
+                uint32_t w[NW];
+                mv_lds<UB>(ws + cbuf * BUF + grp * SPAN + gl * UB, w);
+                const int64_t u = u0 + gl;
+                if constexpr (XR) {
+                    k_unit_dot<T, NB>(w, (const uint8_t *)xv, acc[0]);
+                } else {
 #pragma unroll
-                for (int o = LPR / 2; o > 0; o >>= 1)
-                    acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
-            }
-            if (gl == 0 && grp < nrows) {
-                const int row = row0 + grp;
-#pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    float *dst = cc.y + (size_t)t * cc.ys + row;
-                    *dst = accumulate ? *dst + acc[t] : acc[t];
+                    for (int t = 0; t < NT; t++) {
+                        if (XS)
+                            k_unit_dot<T, NB>(w, xs + (size_t)t * x_pad + (size_t)u * XUS, acc[t]);
+                        else
+                            mv_plain_dot<T, NB>(w, in.x + (size_t)t * in.x_stride + (size_t)u * XU,
+                                                acc[t]);
+                    }
                 }
             }
+            if (c == n_chunks - 1) {
+                /* The row's lanes, in a fixed order. */
 #pragma unroll
-            for (int t = 0; t < NT; t++)
-                acc[t] = 0.0f;
+                for (int t = 0; t < NT; t++) {
+#pragma unroll
+                    for (int o = LPR / 2; o > 0; o >>= 1)
+                        acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+                }
+                if (gl == 0 && grp < nrows) {
+                    const int row = row0 + grp;
+#pragma unroll
+                    for (int t = 0; t < NT; t++) {
+                        float *dst = cc.y + (size_t)t * cc.ys + row;
+                        *dst = accumulate ? *dst + acc[t] : acc[t];
+                    }
+                }
+#pragma unroll
+                for (int t = 0; t < NT; t++)
+                    acc[t] = 0.0f;
+            }
+            mv_cursor_next<RPW>(g, n_chunks, LPR * UB, tw, cc);
+            cbuf = cbuf == MV_STAGES - 1 ? 0 : cbuf + 1;
+            __syncwarp(); /* every lane is done with buffer s before stage s + MV_STAGES reuses it
+                           */
         }
-        mv_cursor_next<RPW>(g, n_chunks, LPR * UB, tw, cc);
-        cbuf = cbuf == MV_STAGES - 1 ? 0 : cbuf + 1;
-        __syncwarp(); /* every lane is done with buffer s before stage s + MV_STAGES reuses it */
+    };
+    if constexpr (NT == 1 && XS) {
+        if (n_chunks == 1)
+            main_loop(std::true_type{});
+        else
+            main_loop(std::false_type{});
+    } else {
+        main_loop(std::false_type{});
     }
     mv_cp_async_wait<0>();
 }
@@ -515,7 +546,7 @@ static int mv_warps(void)
         const char *v = getenv("NVL_MV_WARPS");
         const long n = v ? atol(v) : 0;
         /* Powers of two: the prologue's reduction plays 8 warps' order (k_rms_scale). */
-        warps = n == 1 || n == 2 || n == 4 || n == 8 || n == 16 ? (int)n : MV_WARPS;
+        warps = n == 1 || n == 2 || n == 4 || n == 8 ? (int)n : MV_WARPS;
     }
     return warps;
 }
