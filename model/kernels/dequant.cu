@@ -151,21 +151,12 @@ static int dq_launch_tiled(enum nvl_ggml_type type, const void *src, int64_t row
     const int64_t n_chunks = rows * (k / 32);
     const unsigned g = k_blocks(n_chunks, DQ_CHUNKS);
     const uint8_t *s = (const uint8_t *)src;
-#define DQ_CASE(TYPE)                                                                              \
-    case TYPE:                                                                                     \
-        k_dequant_tiled<TYPE, O><<<g, DQ_CHUNKS, 0, stream>>>(s, n_chunks, dst);                   \
-        break
+#define DQ_CASE(S)                                                                                 \
+    case NVL_GGML_TYPE_##S:                                                                        \
+        k_dequant_tiled<NVL_GGML_TYPE_##S, O><<<g, DQ_CHUNKS, 0, stream>>>(s, n_chunks, dst);      \
+        break;
     switch (type) {
-        DQ_CASE(NVL_GGML_TYPE_Q4_0);
-        DQ_CASE(NVL_GGML_TYPE_Q4_1);
-        DQ_CASE(NVL_GGML_TYPE_Q5_0);
-        DQ_CASE(NVL_GGML_TYPE_Q5_1);
-        DQ_CASE(NVL_GGML_TYPE_Q8_0);
-        DQ_CASE(NVL_GGML_TYPE_Q2_K);
-        DQ_CASE(NVL_GGML_TYPE_Q3_K);
-        DQ_CASE(NVL_GGML_TYPE_Q4_K);
-        DQ_CASE(NVL_GGML_TYPE_Q5_K);
-        DQ_CASE(NVL_GGML_TYPE_Q6_K);
+        K_QUANT_TYPES(DQ_CASE)
     default:
         return -EINVAL;
     }
@@ -179,24 +170,14 @@ static int dq_launch(enum nvl_ggml_type type, const void *src, uint64_t row_byte
 {
     const unsigned g = k_blocks(rows * (k / 32), K_THREADS);
     const uint8_t *s = (const uint8_t *)src;
-#define DQ_CASE(TYPE)                                                                              \
-    case TYPE:                                                                                     \
-        k_dequant<TYPE, O><<<g, K_THREADS, 0, stream>>>(s, row_bytes, rows, k, ids, dst);          \
-        break
+#define DQ_CASE(S)                                                                                 \
+    case NVL_GGML_TYPE_##S:                                                                        \
+        k_dequant<NVL_GGML_TYPE_##S, O>                                                            \
+            <<<g, K_THREADS, 0, stream>>>(s, row_bytes, rows, k, ids, dst);                        \
+        break;
     switch (type) {
-        DQ_CASE(NVL_GGML_TYPE_F32);
-        DQ_CASE(NVL_GGML_TYPE_F16);
-        DQ_CASE(NVL_GGML_TYPE_BF16);
-        DQ_CASE(NVL_GGML_TYPE_Q4_0);
-        DQ_CASE(NVL_GGML_TYPE_Q4_1);
-        DQ_CASE(NVL_GGML_TYPE_Q5_0);
-        DQ_CASE(NVL_GGML_TYPE_Q5_1);
-        DQ_CASE(NVL_GGML_TYPE_Q8_0);
-        DQ_CASE(NVL_GGML_TYPE_Q2_K);
-        DQ_CASE(NVL_GGML_TYPE_Q3_K);
-        DQ_CASE(NVL_GGML_TYPE_Q4_K);
-        DQ_CASE(NVL_GGML_TYPE_Q5_K);
-        DQ_CASE(NVL_GGML_TYPE_Q6_K);
+        K_PLAIN_TYPES(DQ_CASE)
+        K_QUANT_TYPES(DQ_CASE)
     default:
         return -EINVAL;
     }

@@ -3,6 +3,7 @@
 
 #include "kcommon.cuh"
 #include "nvl_driver/log.h"
+#include "qblock.cuh"
 
 extern "C" int nvl__k_launch_check(const char *what)
 {
@@ -29,19 +30,10 @@ extern "C" bool nvl__k_pdl(void)
 extern "C" bool nvl__k_type_supported(enum nvl_ggml_type type)
 {
     switch (type) {
-    case NVL_GGML_TYPE_F32:
-    case NVL_GGML_TYPE_F16:
-    case NVL_GGML_TYPE_BF16:
-    case NVL_GGML_TYPE_Q4_0:
-    case NVL_GGML_TYPE_Q4_1:
-    case NVL_GGML_TYPE_Q5_0:
-    case NVL_GGML_TYPE_Q5_1:
-    case NVL_GGML_TYPE_Q8_0:
-    case NVL_GGML_TYPE_Q2_K:
-    case NVL_GGML_TYPE_Q3_K:
-    case NVL_GGML_TYPE_Q4_K:
-    case NVL_GGML_TYPE_Q5_K:
-    case NVL_GGML_TYPE_Q6_K:
+#define SUPPORTED(S) case NVL_GGML_TYPE_##S:
+        K_PLAIN_TYPES(SUPPORTED)
+        K_QUANT_TYPES(SUPPORTED)
+#undef SUPPORTED
         return true;
     default:
         return false;
@@ -50,19 +42,13 @@ extern "C" bool nvl__k_type_supported(enum nvl_ggml_type type)
 
 extern "C" enum nvl_k_act nvl__k_act_for(enum nvl_ggml_type type)
 {
+    /* The activation format of each type is the one its dot product (qblock.cuh) reads. */
     switch (type) {
-    case NVL_GGML_TYPE_Q4_0:
-    case NVL_GGML_TYPE_Q4_1:
-    case NVL_GGML_TYPE_Q5_0:
-    case NVL_GGML_TYPE_Q5_1:
-    case NVL_GGML_TYPE_Q8_0:
-        return NVL_K_ACT_Q8;
-    case NVL_GGML_TYPE_Q2_K:
-    case NVL_GGML_TYPE_Q3_K:
-    case NVL_GGML_TYPE_Q4_K:
-    case NVL_GGML_TYPE_Q5_K:
-    case NVL_GGML_TYPE_Q6_K:
-        return NVL_K_ACT_Q8K;
+#define ACT(S)                                                                                     \
+    case NVL_GGML_TYPE_##S:                                                                        \
+        return (enum nvl_k_act)k_type<NVL_GGML_TYPE_##S>::act;
+        K_QUANT_TYPES(ACT)
+#undef ACT
     default:
         return NVL_K_ACT_F32;
     }

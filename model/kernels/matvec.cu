@@ -731,45 +731,13 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
         return -EINVAL;
     int rc;
     switch (mm[0].type) {
-    case NVL_GGML_TYPE_F32:
-        rc = mv_type<NVL_GGML_TYPE_F32>(mm, n, stream);
+#define MV_CASE(S)                                                                                 \
+    case NVL_GGML_TYPE_##S:                                                                        \
+        rc = mv_type<NVL_GGML_TYPE_##S>(mm, n, stream);                                            \
         break;
-    case NVL_GGML_TYPE_F16:
-        rc = mv_type<NVL_GGML_TYPE_F16>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_BF16:
-        rc = mv_type<NVL_GGML_TYPE_BF16>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q4_0:
-        rc = mv_type<NVL_GGML_TYPE_Q4_0>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q4_1:
-        rc = mv_type<NVL_GGML_TYPE_Q4_1>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q5_0:
-        rc = mv_type<NVL_GGML_TYPE_Q5_0>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q5_1:
-        rc = mv_type<NVL_GGML_TYPE_Q5_1>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q8_0:
-        rc = mv_type<NVL_GGML_TYPE_Q8_0>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q2_K:
-        rc = mv_type<NVL_GGML_TYPE_Q2_K>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q3_K:
-        rc = mv_type<NVL_GGML_TYPE_Q3_K>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q4_K:
-        rc = mv_type<NVL_GGML_TYPE_Q4_K>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q5_K:
-        rc = mv_type<NVL_GGML_TYPE_Q5_K>(mm, n, stream);
-        break;
-    case NVL_GGML_TYPE_Q6_K:
-        rc = mv_type<NVL_GGML_TYPE_Q6_K>(mm, n, stream);
-        break;
+        K_PLAIN_TYPES(MV_CASE)
+        K_QUANT_TYPES(MV_CASE)
+#undef MV_CASE
     default:
         return -EINVAL;
     }

@@ -151,6 +151,13 @@ static K_HD uint32_t k_spread4(uint32_t t)
 /* ------------------------------------------------------------------------------------------ */
 /* Per-type constants */
 
+/* The weight types of the GPU kernels, by the suffix of their NVL_GGML_TYPE_ name: the one list
+ * that every per-type dispatch (matvec.cu, dequant.cu, kernels_common.cu) expands, so that a
+ * type added here with its k_type below reaches all of them. */
+#define K_QUANT_TYPES(X)                                                                           \
+    X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(Q8_0) X(Q2_K) X(Q3_K) X(Q4_K) X(Q5_K) X(Q6_K)
+#define K_PLAIN_TYPES(X) X(F32) X(F16) X(BF16)
+
 template <int T> struct k_type;
 template <> struct k_type<NVL_GGML_TYPE_Q4_0> {
     static constexpr int block_bytes = 18, block_elems = 32, fast_blocks = 8;
