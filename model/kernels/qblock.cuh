@@ -230,18 +230,26 @@ template <> struct k_act_size<NVL_K_ACT_Q8K> {
 /* One weight block (at byte `off` of w) dotted with its activation block xb, as the CPU computes
  * it: exact integer sums, then the CPU's float expression for the block's contribution. */
 
-static K_HD float k_dot_q4_0(const uint32_t *w, int off, const uint8_t *xb)
+/* The integer dot of a block's 16 bytes of 4-bit quants (at qs_off of w: low nibbles elements
+ * 0-15, high nibbles 16-31) with its q8 activations; the high nibbles are dotted in place
+ * (k_dp4a_us) and the exact multiple of 16 shifted back once. */
+static K_HD int k_isum_q4(const uint32_t *w, int qs_off, const uint8_t *xb)
 {
     int xq[8];
     k_ld_q8(xb, xq);
     int isum = 0, hsum = 0;
     K_UNROLL
     for (int i = 0; i < 4; i++) {
-        const uint32_t q = k_w32(w, off + 2 + 4 * i);
+        const uint32_t q = k_w32(w, qs_off + 4 * i);
         isum = k_dp4a((int)(q & 0x0f0f0f0fu), xq[i], isum);
         hsum = k_dp4a_us(q & 0xf0f0f0f0u, xq[4 + i], hsum);
     }
-    isum += hsum >> 4;
+    return isum + (hsum >> 4);
+}
+
+static K_HD float k_dot_q4_0(const uint32_t *w, int off, const uint8_t *xb)
+{
+    const int isum = k_isum_q4(w, off + 2, xb);
     float xd;
     int xsum;
     k_ld_q8_head(xb, &xd, &xsum);
@@ -250,16 +258,7 @@ static K_HD float k_dot_q4_0(const uint32_t *w, int off, const uint8_t *xb)
 
 static K_HD float k_dot_q4_1(const uint32_t *w, int off, const uint8_t *xb)
 {
-    int xq[8];
-    k_ld_q8(xb, xq);
-    int isum = 0, hsum = 0;
-    K_UNROLL
-    for (int i = 0; i < 4; i++) {
-        const uint32_t q = k_w32(w, off + 4 + 4 * i);
-        isum = k_dp4a((int)(q & 0x0f0f0f0fu), xq[i], isum);
-        hsum = k_dp4a_us(q & 0xf0f0f0f0u, xq[4 + i], hsum);
-    }
-    isum += hsum >> 4;
+    const int isum = k_isum_q4(w, off + 4, xb);
     float xd;
     int xsum;
     k_ld_q8_head(xb, &xd, &xsum);
