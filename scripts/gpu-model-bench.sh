@@ -186,7 +186,8 @@ RES_TG=$(field "$OUT/resident_q4_K.out" tg 2>/dev/null)
 
 # Where the time goes: one single-token pass (Q4_0 and Q4_K) and one 512-token prompt pass
 # (Q4_0) under Nsight Compute, graphs off so that every kernel is its own launch; time, DRAM
-# bytes, achieved occupancy and SM busy per kernel, summed by kernel (scripts/ncu-table.py).
+# bytes, achieved occupancy, SM busy and shared-load bank conflicts per kernel, summed by kernel
+# (scripts/ncu-table.py).
 if want profile; then
     NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
     METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum
