@@ -29,6 +29,8 @@
 #   profile   where a decode pass (PROFILE_TYPES, default q4_0 q4_K) and a pp512 pass
 #             (PROFILE_PREFILL=0: not) spend their time (Nsight Compute, per kernel), and decode
 #             speed with other matrix-vector block sizes, without PDL and without CUDA graphs
+#   sass      (only when named) one gate/up matrix-vector launch under ncu --set full: stall
+#             reasons, opcode mix and loop levels of its SASS (scripts/ncu-sass.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -213,6 +215,28 @@ if want profile; then
     for v in NVL_MV_WARPS=2 NVL_MV_WARPS=8 NVL_GPU_PDL=0 NVL_GPU_GRAPHS=0; do
         run "resident_q4_0_$v" 300 env "$v" "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048
         row "| 8B q4_0 resident, $v | tg $(field "$OUT/resident_q4_0_$v.out" tg) tok/s |"
+    done
+fi
+
+# Opt-in (only when named in --steps): one matrix-vector launch (the third of a decode pass: the
+# first layer's gate/up product) under `ncu --set full`, its details page and where its
+# instructions and stalls go (scripts/ncu-sass.py), for PROFILE_TYPES.
+if [[ $STEPS == *",sass,"* ]]; then
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    for t in ${PROFILE_TYPES:-q4_0 q4_K}; do
+        f=$DISK/llama3-8b-$t.gguf
+        synth llama3-8b $t "$f"
+        [ -n "$NCU" ] || break
+        run "sass_$t" 300 env NVL_GPU_GRAPHS=0 "$NCU" -k regex:k_matvec --launch-skip 2 \
+            --launch-count 1 --set full --import-source no -o "$OUT/sass_$t" \
+            "$BIN/nvinfer" -m "$f" -p "" -n 1 --temp 0 -c 256
+        "$NCU" -i "$OUT/sass_$t.ncu-rep" --page details >"$OUT/sass_${t}_details.txt" 2>&1
+        "$NCU" -i "$OUT/sass_$t.ncu-rep" --page source --csv --print-source sass \
+            >"$OUT/sass_$t.csv" 2>&1
+        python3 scripts/ncu-sass.py "$OUT/sass_$t.csv" "gate/up launch, $t" | tee -a "$LOG"
+        grep -E "Duration|DRAM Throughput|Registers Per|Issued Ipc|No Eligible" \
+            "$OUT/sass_${t}_details.txt" | tee -a "$LOG"
+        rm -f "$OUT/sass_$t.ncu-rep"
     done
 fi
 
