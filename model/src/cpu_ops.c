@@ -608,9 +608,7 @@ static void ops_select(void)
 #if defined(__x86_64__) && defined(__GNUC__)
     /* NVL_CPU_KERNELS=generic keeps the portable kernels, to test them on an AVX2 machine. */
     const char *want = getenv("NVL_CPU_KERNELS");
-    __builtin_cpu_init();
-    if ((!want || strcmp(want, "generic") != 0) && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    if ((!want || strcmp(want, "generic") != 0) && nvl__cpu_has_avx2()) {
         kernels_name = "avx2";
         dot_f32_impl = nvl__cpu_dot_f32_avx2;
         dot_f16_impl = nvl__cpu_dot_f16_avx2;
@@ -628,6 +626,17 @@ static void ops_select(void)
         type_ops[NVL_GGML_TYPE_Q5_0].dot4 = nvl__cpu_dot4_q5_0_avx2;
         type_ops[NVL_GGML_TYPE_Q8_0].dot4 = nvl__cpu_dot4_q8_0_avx2;
     }
+#endif
+}
+
+bool nvl__cpu_has_avx2(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#else
+    return false;
 #endif
 }
 

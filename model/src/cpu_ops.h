@@ -56,6 +56,8 @@ struct cpu_type_ops {
 
 /* Picks the portable or the AVX2 kernels; idempotent and thread-safe. */
 void nvl__cpu_ops_init(void);
+/* Whether this CPU can run the AVX2 kernels (AVX2, FMA and F16C), whichever set is selected. */
+bool nvl__cpu_has_avx2(void);
 /* "avx2" or "generic". */
 const char *nvl__cpu_ops_kernels(void);
 

@@ -153,23 +153,12 @@ static const struct kernel kernels[] = {
 #endif
 };
 
-static bool have_avx2(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
-}
-
 static void test_vec_dot_vs_dequantize(void **state)
 {
     (void)state;
     for (size_t k = 0; k < sizeof(kernels) / sizeof(kernels[0]); k++) {
         const struct kernel *kn = &kernels[k];
-        if (strstr(kn->name, "avx2") && !have_avx2())
+        if (strstr(kn->name, "avx2") && !nvl__cpu_has_avx2())
             continue;
         const struct cpu_type_ops *ops = nvl__cpu_type_ops(kn->type);
         assert_non_null(ops);
@@ -204,7 +193,7 @@ static void test_vec_dot_vs_dequantize(void **state)
 static void test_vec_dot4_matches_dot(void **state)
 {
     (void)state;
-    if (!have_avx2())
+    if (!nvl__cpu_has_avx2())
         skip();
     /* The four-row kernels must reproduce the one-row kernel bit for bit, so that results do not
      * depend on how prompt tokens are grouped. */
@@ -249,7 +238,7 @@ static void test_generic_matches_avx2(void **state)
 {
     (void)state;
 #if defined(__x86_64__)
-    if (!have_avx2())
+    if (!nvl__cpu_has_avx2())
         skip();
     /* Same operations in the same order: the two kernel sets must agree bit for bit, not just
      * within a tolerance (a model's output must not depend on the host CPU). */

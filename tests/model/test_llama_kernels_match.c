@@ -168,21 +168,10 @@ out:
     return rc;
 }
 
-static bool have_avx2(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
-}
-
 int main(void)
 {
     /* No kernel may be selected in this process before the children choose theirs. */
-    if (!have_avx2()) {
+    if (!nvl__cpu_has_avx2()) {
         printf("no AVX2/FMA/F16C on this CPU: only the portable kernels exist, skipped\n");
         return 77;
     }
