@@ -334,8 +334,8 @@ mv_quant_q8_row(const float *xr, const float *norm, float scale, bool rms, int64
 
 /* The block's quantized activations, made in shared memory (xs, rows x_pad apart) from fp32
  * rows: RMS normalization as k_rmsnorm (k_rms_scale), quantization as k_quant_q8 / k_quant_q8k,
- * so the bits are those of the separate kernels. Every thread takes part; the block has 1, 2, 4,
- * 8 or 16 warps. */
+ * so the bits are those of the separate kernels. Every thread takes part; the block has 1, 2, 4
+ * or 8 warps. */
 template <int ACT, int NT, int NB, int XUS>
 static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t *xs,
                                    uint32_t x_pad)
