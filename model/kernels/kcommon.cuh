@@ -128,26 +128,45 @@ static __device__ __forceinline__ void k_quant_q8_warp(float v, struct nvl_k_blo
     }
 }
 
+/* The largest magnitude of eight values. */
+static __device__ __forceinline__ float k_amax8(const float *v)
+{
+    float amax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        amax = fmaxf(amax, fabsf(v[j]));
+    return amax;
+}
+
+/* Eight values' part of a quantized block whose largest magnitude is amax (reduced over the
+ * block's lanes by the caller): the CPU's rounding of v / (amax / 127), packed four to a word,
+ * and their sum. Returns the block's scale. k_quant_q8k_warp and the matrix-vector prologue's q8
+ * quantizer (matvec.cu) both come through here, so that the expressions the CPU's bits depend on
+ * exist once. */
+static __device__ __forceinline__ float k_quant8(const float *v, float amax, uint32_t packed[2],
+                                                 int *sum)
+{
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    packed[0] = packed[1] = 0;
+    *sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const int q = __float2int_rn(v[j] * id);
+        *sum += q;
+        packed[j >> 2] |= ((uint32_t)q & 0xffu) << (8 * (j & 3));
+    }
+    return d;
+}
+
 /* Quantizes one 256-element block, lane l holding elements 8l .. 8l + 7 (lanes 2g and 2g + 1
  * make bsums[g]). */
 static __device__ __forceinline__ void k_quant_q8k_warp(const float *v, struct nvl_block_q8_K *blk)
 {
     const int lane = threadIdx.x & 31;
-    float amax = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-        amax = fmaxf(amax, fabsf(v[j]));
-    amax = k_warp_max(amax);
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    uint32_t packed[2] = {0, 0};
-    int sum = 0;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        const int q = __float2int_rn(v[j] * id);
-        sum += q;
-        packed[j >> 2] |= ((uint32_t)q & 0xffu) << (8 * (j & 3));
-    }
+    uint32_t packed[2];
+    int sum;
+    const float d = k_quant8(v, k_warp_max(k_amax8(v)), packed, &sum);
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     uint32_t *qs = (uint32_t *)blk->qs;
     qs[2 * lane] = packed[0];
