@@ -63,6 +63,16 @@ static __device__ __forceinline__ void mv_cp_async16(uint8_t *dst, const uint8_t
                  : "memory");
 }
 
+/* An N-byte (4 or 8) asynchronous copy through L1, for the activations, which every warp of
+ * the block reads. */
+template <int N>
+static __device__ __forceinline__ void mv_cp_async(uint8_t *dst, const uint8_t *src)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(N)
+                 : "memory");
+}
+
 static __device__ __forceinline__ void mv_cp_async_commit(void)
 {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -263,9 +273,10 @@ static __device__ __forceinline__ void mv_cursor_next(const struct mv_group &g, 
 }
 
 /* Quantizes a row's 32-element blocks (struct nvl_k_block_q8) into xs, four lanes a block,
- * eight elements a lane: the expressions of k_quant_q8_warp, whose maximum and integer sum do
- * not depend on the order of reduction, so the same bits, with 2 + 2 shuffles a block instead of
- * 5 + 5 and four blocks a warp at once. Block b goes to byte (b / NB) * XUS + (b % NB) * 40. */
+ * eight elements a lane (k_quant8): the expressions of k_quant_q8_warp, whose maximum and
+ * integer sum do not depend on the order of reduction, so the same bits, with 2 + 2 shuffles a
+ * block instead of 5 + 5 and four blocks a warp at once. Block b goes to byte
+ * (b / NB) * XUS + (b % NB) * 40. */
 template <int NB, int XUS>
 static __device__ __forceinline__ void
 mv_quant_q8_row(const float *xr, const float *norm, float scale, bool rms, int64_t k, uint8_t *dst)
@@ -303,22 +314,12 @@ mv_quant_q8_row(const float *xr, const float *norm, float scale, bool rms, int64
             for (int j = 0; j < 8; j++)
                 v[j] = v[j] * scale * nv[j];
         }
-        float amax = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-            amax = fmaxf(amax, fabsf(v[j]));
+        float amax = k_amax8(v);
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        uint32_t packed[2] = {0, 0};
-        int sum = 0;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const int q = __float2int_rn(v[j] * id);
-            sum += q;
-            packed[j >> 2] |= ((uint32_t)q & 0xffu) << (8 * (j & 3));
-        }
+        uint32_t packed[2];
+        int sum;
+        const float d = k_quant8(v, amax, packed, &sum);
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         sum += __shfl_xor_sync(0xffffffffu, sum, 2);
         if (live) {
@@ -443,14 +444,27 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
     if (XS) {
         const int64_t k = n_units * NB * k_type<T>::block_elems;
         if (in.in == NVL_K_MV_IN_READY) {
-            const int words = (int)(n_units * XU / 4);
+            /* Asynchronous copies, all in flight at once (a 14336-element row is 65 KB: one
+             * load after another cost the down product ~2.5 us a launch), 8 bytes each where
+             * the layout allows, else 4. */
+            constexpr int XU8 = XU % 8 == 0 && XUS % 8 == 0 ? XU / 8 : 1; /* 8-byte words */
+            const bool w8 =
+                XU % 8 == 0 && XUS % 8 == 0 && (((uintptr_t)in.x | in.x_stride) & 7) == 0;
+            const int words = (int)(n_units * XU / (w8 ? 8 : 4));
 #pragma unroll 1
             for (int t = 0; t < NT; t++) {
-                const uint32_t *src = (const uint32_t *)(in.x + (size_t)t * in.x_stride);
-                uint32_t *dst = (uint32_t *)(xs + (size_t)t * x_pad);
-                for (int i = threadIdx.x; i < words; i += blockDim.x)
-                    dst[i / (XU / 4) * (XUS / 4) + i % (XU / 4)] = __ldg(src + i);
+                const uint8_t *src = in.x + (size_t)t * in.x_stride;
+                uint8_t *dst = xs + (size_t)t * x_pad;
+                if (w8) {
+                    for (int i = threadIdx.x; i < words; i += blockDim.x)
+                        mv_cp_async<8>(dst + i / XU8 * XUS + i % XU8 * 8, src + 8 * i);
+                } else {
+                    for (int i = threadIdx.x; i < words; i += blockDim.x)
+                        mv_cp_async<4>(dst + i / (XU / 4) * XUS + i % (XU / 4) * 4, src + 4 * i);
+                }
             }
+            mv_cp_async_commit();
+            mv_cp_async_wait<0>();
         } else {
             mv_make_act<k_type<T>::act, NT, NB, XUS>(in, k, xs, x_pad);
         }
