@@ -13,12 +13,14 @@
 #   --models DIR         stories260K.gguf and a SmolLM2 GGUF (SmolLM2*.gguf) for the
 #                        correctness tests (default: ../shared/models and .cache/models)
 #   --disk DIR           where synthetic models are written (default /var/tmp/nvl-models)
-#   --steps LIST         only these steps (comma-separated: tests,resident,offload,stream,files,70b)
+#   --steps LIST         only these steps (comma-separated: tests,matvec,resident,offload,stream,files,70b)
 #   --quick              fewer tokens
 #
 # Steps (each under a time limit, so a hang is reported and the rest still runs):
 #   tests     test_kernels (every kernel vs its reference), test_gpu_forward (GPU vs CPU greedy on
 #             stories260K and SmolLM2; streamed/RAM-tier placements bit-identical to resident)
+#   matvec    one decode token's matrix-vector products (8B shapes, Q4_0, Q8_0, Q4_K) alone:
+#             GB/s per kind of product against the device-to-device copy bandwidth (bench_matvec)
 #   resident  llama3-8b shape in Q4_0, Q8_0, Q4_K: pp512 and tg128 tok/s, HBM roofline ratio
 #   offload   Q4_K with 0, 8, 16 and 24 of 32 layers in VRAM, the rest from the pinned-RAM tier:
 #             tok/s against the PCIe bound (host-to-device bandwidth / streamed bytes)
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 PROGRAMS=(tools/nvinfer/nvinfer tools/nvgguf/nvgguf tests/kernels/test_kernels
-    tests/kernels/test_gpu_forward tests/kernels/test_kernels_host)
+    tests/kernels/test_gpu_forward tests/kernels/test_kernels_host tools/bench/bench_matvec)
 
 build() { # build BUILD_DIR LOG
     if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -170,6 +172,14 @@ if want tests; then
             row "| nvinfer stories260K greedy text, GPU vs CPU | DIFFERENT |"
         fi
     fi
+fi
+
+if want matvec; then
+    run bench_matvec 300 "$BIN/bench_matvec"
+    while read -r t rest; do
+        ms=${rest#*ms=} gbs=${rest#*gbs=} ratio=${rest#*ratio=}
+        row "| 8B $t decode products alone (bench_matvec) | ${ms%% *} ms a token | ${gbs%% *} GB/s | $(pct "${ratio%% *}" 1) of the copy bandwidth |"
+    done < <(sed -n 's/^bench_matvec: type=//p' "$OUT/bench_matvec.out")
 fi
 
 Q4K=$DISK/llama3-8b-q4_K.gguf
