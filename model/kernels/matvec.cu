@@ -56,21 +56,19 @@ template <int T> static constexpr int mv_fast_blocks()
                                                               : 4;
 }
 
-static __device__ __forceinline__ void mv_cp_async16(uint8_t *dst, const uint8_t *src)
-{
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(d), "l"(src)
-                 : "memory");
-}
-
-/* An N-byte (4 or 8) asynchronous copy through L1, for the activations, which every warp of
- * the block reads. */
+/* An asynchronous N-byte copy (4, 8 or 16) from global to shared memory. 16-byte copies (the
+ * weights, read once) bypass L1 and ask L2 for whole 128-byte lines; smaller ones (the
+ * activations, which every warp of the block reads) go through L1. */
 template <int N>
 static __device__ __forceinline__ void mv_cp_async(uint8_t *dst, const uint8_t *src)
 {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(N)
-                 : "memory");
+    if constexpr (N == 16)
+        asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(d), "l"(src)
+                     : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(N)
+                     : "memory");
 }
 
 static __device__ __forceinline__ void mv_cp_async_commit(void)
@@ -94,7 +92,7 @@ static __device__ __forceinline__ void mv_stage(uint8_t *dst, const uint8_t *src
     if (((uintptr_t)src & 15) == 0) {
         const int n16 = n >> 4;
         for (int i = tid; i < n16; i += nthr)
-            mv_cp_async16(dst + 16 * i, src + 16 * i);
+            mv_cp_async<16>(dst + 16 * i, src + 16 * i);
         done = n16 << 4;
     }
     for (int i = (done >> 1) + tid; i < (n >> 1); i += nthr)
@@ -422,7 +420,7 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
                         for (int j = 0; j < (N16 + 31) / 32; j++) {
                             const int i = lane + 32 * j;
                             if (N16 % 32 == 0 || i < N16)
-                                mv_cp_async16(buf + r * SPAN + 16 * i, rs + 16 * i);
+                                mv_cp_async<16>(buf + r * SPAN + 16 * i, rs + 16 * i);
                         }
                     }
                 }
