@@ -69,61 +69,15 @@ struct bm_model {
         }                                                                                          \
     } while (0)
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Byte offsets of a block's fp16 scale fields (two at most): random bytes there could be NaN. */
-static int scale_offsets(enum nvl_ggml_type t, int off[2])
-{
-    switch (t) {
-    case NVL_GGML_TYPE_Q4_0:
-    case NVL_GGML_TYPE_Q5_0:
-    case NVL_GGML_TYPE_Q8_0:
-        off[0] = 0;
-        return 1;
-    case NVL_GGML_TYPE_Q4_1:
-    case NVL_GGML_TYPE_Q5_1:
-    case NVL_GGML_TYPE_Q2_K:
-    case NVL_GGML_TYPE_Q4_K:
-    case NVL_GGML_TYPE_Q5_K:
-        off[0] = 0;
-        off[1] = 2;
-        return 2;
-    case NVL_GGML_TYPE_Q3_K:
-        off[0] = 108;
-        return 1;
-    case NVL_GGML_TYPE_Q6_K:
-        off[0] = 208;
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-/* A host buffer of random blocks of type t with scales in [2^-12, 2^-11). */
+/* A host buffer of random blocks of type t (nvl_quant_random_block: small finite scales). */
 static uint8_t *random_blocks(enum nvl_ggml_type t, size_t bytes)
 {
     uint8_t *h = malloc(bytes);
     if (!h)
         return NULL;
-    uint64_t s = 0x5eed;
-    for (size_t i = 0; i + 8 <= bytes; i += 8) {
-        const uint64_t r = splitmix(&s);
-        memcpy(h + i, &r, 8);
-    }
-    int off[2];
-    const int n_off = scale_offsets(t, off);
     const size_t bs = nvl_ggml_type_size(t);
     for (size_t b = 0; b + bs <= bytes; b += bs)
-        for (int i = 0; i < n_off; i++) {
-            const uint16_t v = (uint16_t)(0x0c00u | (splitmix(&s) & 0x3ffu)); /* 2^-12 .. */
-            memcpy(h + b + off[i], &v, 2);
-        }
+        nvl_quant_random_block(t, h + b, 0x5eedull ^ (b * 0xd1b54a32d192ed03ull));
     return h;
 }
 
@@ -350,8 +304,8 @@ static int alloc_floats(float **p, size_t n, float value)
         return -ENOMEM;
     uint64_t s = n;
     for (size_t i = 0; i < n; i++)
-        h[i] =
-            value != 0.0f ? value : (float)((int64_t)(splitmix(&s) >> 40) - (1 << 23)) / (1 << 23);
+        h[i] = value != 0.0f ? value
+                             : (float)((int64_t)(nvl_splitmix64(&s) >> 40) - (1 << 23)) / (1 << 23);
     const cudaError_t e = cudaMalloc((void **)p, n * sizeof(float));
     const cudaError_t c =
         e == cudaSuccess ? cudaMemcpy(*p, h, n * sizeof(float), cudaMemcpyHostToDevice) : e;

@@ -220,6 +220,13 @@ int nvl_ggml_row_size(uint32_t type, uint64_t n, uint64_t *bytes);
  * tensor data is. */
 int nvl_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
+/* splitmix64: the next value of the generator whose state is *s. */
+uint64_t nvl_splitmix64(uint64_t *s);
+/* Fills one block of `type` (nvl_ggml_type_size bytes at blk) with random bits from seed `state`
+ * and sets its scale fields to small positive values (F32/F16/BF16: one value in
+ * [-0.05, 0.05)), so that dequantized rows are finite and of a sane size through the layers. */
+void nvl_quant_random_block(uint32_t type, uint8_t *blk, uint64_t state);
+
 /* Converts n fp32 elements into `type` (reference quantizers, same results as ggml's
  * quantize_row_*_ref). Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q4_K,
  * Q6_K, Q8_K. src must be finite. Returns 0, -EINVAL or -ENOTSUP as nvl_dequantize_row(). */
