@@ -445,9 +445,9 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
             /* Asynchronous copies, all in flight at once (a 14336-element row is 65 KB: one
              * load after another cost the down product ~2.5 us a launch), 8 bytes each where
              * the layout allows, else 4. */
-            constexpr int XU8 = XU % 8 == 0 && XUS % 8 == 0 ? XU / 8 : 1; /* 8-byte words */
-            const bool w8 =
-                XU % 8 == 0 && XUS % 8 == 0 && (((uintptr_t)in.x | in.x_stride) & 7) == 0;
+            constexpr bool CAN8 = XU % 8 == 0 && XUS % 8 == 0;
+            constexpr int XU8 = CAN8 ? XU / 8 : 1; /* 8-byte words of a unit */
+            const bool w8 = CAN8 && (((uintptr_t)in.x | in.x_stride) & 7) == 0;
             const int words = (int)(n_units * XU / (w8 ? 8 : 4));
 #pragma unroll 1
             for (int t = 0; t < NT; t++) {
