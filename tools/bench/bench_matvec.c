@@ -25,15 +25,17 @@
 
 #include <cuda_runtime_api.h>
 
+#include "bench_cuda.h"
+#include "bench_util.h"
 #include "kernels.h"
 #include "nvl_model/quant.h"
 
-#define BM_DIM     4096
-#define BM_KV      1024
-#define BM_FF      14336
-#define BM_VOCAB   128256
-#define BM_COPY_MB 1024
-#define BM_FILL_MB 64
+#define BM_DIM      4096
+#define BM_KV       1024
+#define BM_FF       14336
+#define BM_VOCAB    128256
+#define BM_FILL_MB  64
+#define BM_MAX_REPS 101
 
 enum bm_kind { BM_QKV, BM_O, BM_GATE_UP, BM_DOWN, BM_OUTPUT, BM_KINDS };
 static const char *const bm_kind_name[BM_KINDS] = {"q/k/v", "o", "gate/up", "down", "output"};
@@ -222,15 +224,17 @@ static int enqueue_tiny(const struct bm_model *bm, int in, cudaStream_t s)
     return rc;
 }
 
-/* Median milliseconds of one replay of the graph of `kind` (reps replays, after a warm-up);
- * kind < 0: the tiny launches of enqueue_tiny(bm, -kind - 10, ...) */
-static int time_graph(const struct bm_model *bm, int kind, int reps, cudaStream_t s, double *ms)
+/* Median milliseconds of one replay of the graph of enq(bm, arg) (reps replays, after a
+ * warm-up). */
+static int time_graph(const struct bm_model *bm,
+                      int (*enq)(const struct bm_model *, int, cudaStream_t), int arg, int reps,
+                      cudaStream_t s, double *ms)
 {
     cudaGraph_t g = NULL;
     cudaGraphExec_t ge = NULL;
     cudaEvent_t a, b;
     BM_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
-    const int rc = kind >= 0 ? enqueue(bm, kind, s) : enqueue_tiny(bm, -kind - 10, s);
+    const int rc = enq(bm, arg, s);
     BM_CHECK(cudaStreamEndCapture(s, &g));
     if (rc) {
         cudaGraphDestroy(g);
@@ -239,61 +243,22 @@ static int time_graph(const struct bm_model *bm, int kind, int reps, cudaStream_
     BM_CHECK(cudaGraphInstantiate(&ge, g, 0));
     BM_CHECK(cudaEventCreate(&a));
     BM_CHECK(cudaEventCreate(&b));
-    double best[64];
-    int n = reps < 64 ? reps : 64;
+    double t_ms[BM_MAX_REPS];
     BM_CHECK(cudaGraphLaunch(ge, s));
-    for (int r = 0; r < n; r++) {
+    for (int r = 0; r < reps; r++) {
         float t = 0.0f;
         BM_CHECK(cudaEventRecord(a, s));
         BM_CHECK(cudaGraphLaunch(ge, s));
         BM_CHECK(cudaEventRecord(b, s));
         BM_CHECK(cudaEventSynchronize(b));
         BM_CHECK(cudaEventElapsedTime(&t, a, b));
-        best[r] = t;
+        t_ms[r] = t;
     }
-    /* median */
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && best[j - 1] > best[j]; j--) {
-            const double t = best[j];
-            best[j] = best[j - 1];
-            best[j - 1] = t;
-        }
-    *ms = n % 2 ? best[n / 2] : (best[n / 2 - 1] + best[n / 2]) / 2;
+    *ms = bench_median(t_ms, reps);
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
-    return 0;
-}
-
-/* Device-to-device copy bandwidth, read + write, the best of three rounds of 10 copies. */
-static int copy_bandwidth(double *bps)
-{
-    void *d0, *d1;
-    cudaEvent_t a, b;
-    const size_t n = (size_t)BM_COPY_MB << 20;
-    BM_CHECK(cudaMalloc(&d0, n));
-    BM_CHECK(cudaMalloc(&d1, n));
-    BM_CHECK(cudaMemset(d0, 1, n));
-    BM_CHECK(cudaEventCreate(&a));
-    BM_CHECK(cudaEventCreate(&b));
-    *bps = 0.0;
-    BM_CHECK(cudaMemcpy(d1, d0, n, cudaMemcpyDeviceToDevice));
-    for (int round = 0; round < 3; round++) {
-        float ms = 0.0f;
-        BM_CHECK(cudaEventRecord(a, 0));
-        for (int i = 0; i < 10; i++)
-            BM_CHECK(cudaMemcpyAsync(d1, d0, n, cudaMemcpyDeviceToDevice, 0));
-        BM_CHECK(cudaEventRecord(b, 0));
-        BM_CHECK(cudaEventSynchronize(b));
-        BM_CHECK(cudaEventElapsedTime(&ms, a, b));
-        const double v = 2.0 * (double)n * 10 / (ms * 1e-3);
-        *bps = v > *bps ? v : *bps;
-    }
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    cudaFree(d0);
-    cudaFree(d1);
     return 0;
 }
 
@@ -358,7 +323,7 @@ static int run_type(enum nvl_ggml_type type, int layers, int reps, double d2d, c
     for (int k = 0; k < BM_KINDS; k++)
         total_bytes += bm.kind_bytes[k];
     double ms = 0.0;
-    if ((rc = time_graph(&bm, BM_KINDS, reps, s, &ms)))
+    if ((rc = time_graph(&bm, enqueue, BM_KINDS, reps, s, &ms)))
         goto out;
     const double roof_ms = total_bytes / d2d * 1e3;
     printf("%-5s token   %8.3f ms  %7.1f GB/s  %4.0f%% of the copy bandwidth  (%.2f GB, limit "
@@ -367,7 +332,7 @@ static int run_type(enum nvl_ggml_type type, int layers, int reps, double d2d, c
            total_bytes / 1e9, roof_ms, 1e3 / roof_ms);
     for (int k = 0; k < BM_KINDS; k++) {
         double kms = 0.0;
-        if ((rc = time_graph(&bm, k, reps, s, &kms)))
+        if ((rc = time_graph(&bm, enqueue, k, reps, s, &kms)))
             goto out;
         const int launches = k == BM_OUTPUT ? 1 : layers;
         printf(
@@ -382,7 +347,7 @@ static int run_type(enum nvl_ggml_type type, int layers, int reps, double d2d, c
     printf("%-5s launch ", nvl_ggml_type_name(type));
     for (int i = 0; i < 4; i++) {
         double tms = 0.0;
-        if ((rc = time_graph(&bm, -tiny[i] - 10, reps, s, &tms)))
+        if ((rc = time_graph(&bm, enqueue_tiny, tiny[i], reps, s, &tms)))
             goto out;
         printf("  %s %.2f us", tiny_name[i], tms * 1e3 / BM_TINY_LAUNCHES);
     }
@@ -434,8 +399,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (layers < 1 || layers > 256 || reps < 1) {
-        fprintf(stderr, "bench_matvec: --layers takes 1-256 and --reps at least 1\n");
+    if (layers < 1 || layers > 256 || reps < 1 || reps > BM_MAX_REPS) {
+        fprintf(stderr, "bench_matvec: --layers takes 1-256 and --reps 1-%d\n", BM_MAX_REPS);
         return 2;
     }
     int n_dev = 0;
@@ -446,8 +411,11 @@ int main(int argc, char **argv)
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     double d2d = 0.0;
-    if (copy_bandwidth(&d2d))
+    bench_cuda_bandwidth(&d2d, NULL);
+    if (d2d <= 0.0) {
+        fprintf(stderr, "bench_matvec: could not measure the device-to-device copy bandwidth\n");
         return 1;
+    }
     cudaStream_t s;
     if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess)
         return 1;

@@ -18,9 +18,9 @@
 
 #include <cuda_runtime_api.h>
 
-#define BENCH_COPY_BYTES (1ull << 30)
-#define BENCH_COPY_REPS  10
-#define BENCH_PP_TOKENS  512
+#include "bench_cuda.h"
+
+#define BENCH_PP_TOKENS 512
 
 static double now_s(void)
 {
@@ -35,54 +35,6 @@ static double cpu_s(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
            ru.ru_stime.tv_usec * 1e-6;
-}
-
-/* Bytes per second of cudaMemcpy from src to dst (events around BENCH_COPY_REPS copies after a
- * warm-up); 0 on failure. */
-static double copy_bw(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
-{
-    cudaEvent_t a, b;
-    float ms = 0.0f;
-    if (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess)
-        return 0.0;
-    cudaMemcpy(dst, src, n, kind);
-    cudaEventRecord(a, 0);
-    for (int i = 0; i < BENCH_COPY_REPS; i++)
-        cudaMemcpyAsync(dst, src, n, kind, 0);
-    cudaEventRecord(b, 0);
-    const bool ok =
-        cudaEventSynchronize(b) == cudaSuccess && cudaEventElapsedTime(&ms, a, b) == cudaSuccess;
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    cudaGetLastError();
-    return ok && ms > 0 ? (double)n * BENCH_COPY_REPS / (ms * 1e-3) : 0.0;
-}
-
-static void measure_bandwidth(double *d2d, double *h2d)
-{
-    void *d0 = NULL, *d1 = NULL, *h = NULL;
-    *d2d = *h2d = 0.0;
-    if (cudaMalloc(&d0, BENCH_COPY_BYTES) == cudaSuccess &&
-        cudaMalloc(&d1, BENCH_COPY_BYTES) == cudaSuccess) {
-        cudaMemset(d0, 1, BENCH_COPY_BYTES);
-        /* read + write, as the issue's roofline counts it; the best of three rounds, since
-         * host-to-device copies in particular vary from round to round */
-        const bool pinned =
-            cudaHostAlloc(&h, BENCH_COPY_BYTES, cudaHostAllocDefault) == cudaSuccess;
-        if (pinned)
-            memset(h, 1, BENCH_COPY_BYTES);
-        for (int round = 0; round < 3; round++) {
-            const double d = 2.0 * copy_bw(d1, d0, BENCH_COPY_BYTES, cudaMemcpyDeviceToDevice);
-            const double hd = pinned ? copy_bw(d0, h, BENCH_COPY_BYTES, cudaMemcpyHostToDevice) : 0;
-            *d2d = d > *d2d ? d : *d2d;
-            *h2d = hd > *h2d ? hd : *h2d;
-        }
-        if (pinned)
-            cudaFreeHost(h);
-    }
-    cudaFree(d0);
-    cudaFree(d1);
-    cudaGetLastError();
 }
 
 static int32_t argmax(const float *l, int32_t n)
@@ -114,7 +66,7 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
         pp[i] = (int32_t)(x % (uint64_t)hp->n_vocab);
     }
     double d2d, h2d;
-    measure_bandwidth(&d2d, &h2d);
+    bench_cuda_bandwidth(&d2d, &h2d);
 
     /* Warm-up: every code path (GEMM, matrix-vector, graph capture) once. A profiler run sets
      * NVL_BENCH_NO_WARMUP=1 so that its trace holds only the measured passes. */
