@@ -177,6 +177,32 @@ static __device__ __forceinline__ void k_quant_q8k_warp(const float *v, struct n
         blk->d = d;
 }
 
+/* RoPE of the pair (x0, x1) at dimension i (even) of a head, for position pos: the angle as the
+ * CPU builds it (llama_session.c rope_prepare): theta = pos * freq_scale, multiplied by
+ * theta_scale i / 2 times, so both sides round the same products. k_rope_kv and the decode
+ * attention's fused RoPE both come through here. */
+static __device__ __forceinline__ void k_rope_pair(float &x0, float &x1, int i, int pos,
+                                                   const struct nvl_k_rope &r)
+{
+    if (i >= r.n_rot)
+        return;
+    float theta = (float)pos * r.freq_scale;
+    for (int j = 0; j < i / 2; j++)
+        theta *= r.theta_scale;
+    const float th = r.freq_factors ? theta / r.freq_factors[i / 2] : theta;
+    const float c = cosf(th), s = sinf(th);
+    const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+    x0 = y0;
+    x1 = y1;
+}
+
+/* SwiGLU of one element, the CPU's expression (expf, not the fast intrinsic): the SwiGLU kernels
+ * and the gate/up product's fused epilogue (matvec.cu) both come through here. */
+static __device__ __forceinline__ float k_silu_mul(float g, float u)
+{
+    return g / (1.0f + expf(-g)) * u;
+}
+
 /* RMSNorm's scale 1 / sqrt(mean(x^2) + eps) of a row of n, the sum of squares in double in one
  * fixed order: 256 strided partial sums, each group of 32 added by a butterfly, then the 8 groups
  * in order. A block of 1, 2, 4 or 8 warps plays the 8 groups in turn, so every block size gives

@@ -99,6 +99,11 @@ int nvl__k_matvec(const struct nvl_k_matmul *mm, cudaStream_t stream);
  * input and token count, each with its own weight, rows and output. */
 #define NVL_K_MV_GROUP 3
 int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStream_t stream);
+/* The gate and up products of a feed-forward block (a group of two, equal row counts, not
+ * accumulating) with SwiGLU in the same launch: gate_up[0].y receives silu(gate) * up, bit for
+ * bit what nvl__k_matvec_group() then nvl__k_swiglu() would leave there; gate_up[1].y is not
+ * written. One warp makes both products of a row, so no other launch is needed between them. */
+int nvl__k_matvec_swiglu(const struct nvl_k_matmul *gate_up, cudaStream_t stream);
 
 /* Dequantizes rows [0, rows) of k elements (row_bytes apart) to fp16 (dst_f16) or fp32, rows of k
  * elements back to back at dst. */
@@ -179,6 +184,11 @@ int nvl__k_attention(const struct nvl_k_attention *a, cudaStream_t stream);
  * (an error of about 1e-3 of sum p |v|), softmax in fp32. -ENOTSUP where it does not apply
  * (n_tok < 16, head_dim not 64 or 128, misaligned rows, compute capability below 8.0). */
 int nvl__k_attention_prefill(const struct nvl_k_attention *a, cudaStream_t stream);
+/* RoPE, the KV store and attention of one step: nvl__k_rope_kv(r) then nvl__k_attention(a), in
+ * one launch for a single token (bit for bit the same output and caches). r and a must name the
+ * same q, caches, positions and heads (-EINVAL otherwise). */
+int nvl__k_rope_attention(const struct nvl_k_rope *r, const struct nvl_k_attention *a,
+                          cudaStream_t stream);
 /* Largest n_ctx nvl__k_attention() supports on this device (shared memory for the scores). */
 int32_t nvl__k_attention_max_ctx(void);
 

@@ -176,6 +176,10 @@ struct mv_group {
     size_t y_stride[NVL_K_MV_GROUP];
     int item_end[NVL_K_MV_GROUP];
     int aligned; /* every matrix and row starts on 16 bytes: chunks copy without checks */
+    /* SwiGLU fused (gate and up, equal shapes): row group i of both matrices goes to one warp,
+     * gate's as item 2i, up's as item 2i + 1, and the warp writes silu(gate) * up into gate's
+     * output instead of the two products. */
+    int swiglu;
 };
 
 /* The activations of one launch: NT rows x_stride bytes apart, in the form `in` says. */
@@ -230,6 +234,10 @@ static __device__ __forceinline__ void mv_cursor_start(const struct mv_group &g,
             m = i + 1;
             base = g.item_end[i];
         }
+    if (g.swiglu) { /* items alternate between the two matrices */
+        m = item & 1;
+        base = item - (item >> 1);
+    }
     const uint8_t *w = g.w[0];
     uint64_t rb = g.row_bytes[0];
     int rows = g.rows[0];
@@ -252,8 +260,19 @@ static __device__ __forceinline__ void mv_cursor_start(const struct mv_group &g,
     c.src = w + (uint64_t)c.row0 * rb;
 }
 
-/* The next chunk (chunk_bytes on): of this row group, else chunk 0 of the warp's next one (tw
- * row groups on). */
+/* The warp's first row group (gw of tw warps), and the one after `item`: tw row groups on, or
+ * with SwiGLU fused the up half of a pair, then the gate half of the pair tw pairs on. */
+static __device__ __forceinline__ int mv_first_item(const struct mv_group &g, int gw)
+{
+    return g.swiglu ? 2 * gw : gw;
+}
+
+static __device__ __forceinline__ int mv_next_item(const struct mv_group &g, int item, int tw)
+{
+    return !g.swiglu ? item + tw : (item & 1 ? item - 1 + 2 * tw : item + 1);
+}
+
+/* The next chunk (chunk_bytes on): of this row group, else chunk 0 of the warp's next one. */
 template <int RPW>
 static __device__ __forceinline__ void mv_cursor_next(const struct mv_group &g, int n_chunks,
                                                       int chunk_bytes, int tw, struct mv_cursor &c)
@@ -262,11 +281,12 @@ static __device__ __forceinline__ void mv_cursor_next(const struct mv_group &g, 
         c.src += chunk_bytes;
         return;
     }
-    if (c.item + tw < g.item_end[NVL_K_MV_GROUP - 1]) {
-        mv_cursor_start<RPW>(g, c.item + tw, c);
+    const int next = mv_next_item(g, c.item, tw);
+    if (next < g.item_end[NVL_K_MV_GROUP - 1]) {
+        mv_cursor_start<RPW>(g, next, c);
     } else { /* past the warp's last row group: only the stage count stops it now */
         c.chunk = 0;
-        c.item += tw;
+        c.item = next;
     }
 }
 
@@ -282,36 +302,45 @@ mv_quant_q8_row(const float *xr, const float *norm, float scale, bool rms, int64
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int64_t pieces = k / 8;
     const bool vec = (((uintptr_t)xr | (uintptr_t)(rms ? norm : xr)) & 15) == 0;
-    for (int64_t base = (int64_t)warp * 32; base < pieces; base += (int64_t)nw * 32) {
-        const int64_t piece = base + lane;
+    /* The eight values of a piece (x times its RMS scale and gain). */
+    auto load = [&](int64_t piece, float *v) {
         const bool live = piece < pieces; /* whole blocks: k % 32 == 0 */
-        float v[8];
+        float nv[8];
         if (live && vec) {
             const float4 a = ((const float4 *)xr)[2 * piece],
                          b = ((const float4 *)xr)[2 * piece + 1];
             v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z,
             v[7] = b.w;
+            if (rms) {
+                const float4 c = ((const float4 *)norm)[2 * piece],
+                             d = ((const float4 *)norm)[2 * piece + 1];
+                nv[0] = c.x, nv[1] = c.y, nv[2] = c.z, nv[3] = c.w, nv[4] = d.x, nv[5] = d.y,
+                nv[6] = d.z, nv[7] = d.w;
+            }
         } else {
 #pragma unroll
-            for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++) {
                 v[j] = live ? xr[8 * piece + j] : 0.0f;
+                nv[j] = live && rms ? norm[8 * piece + j] : 0.0f;
+            }
         }
         if (rms) {
-            float nv[8];
-            if (live && vec) {
-                const float4 a = ((const float4 *)norm)[2 * piece],
-                             b = ((const float4 *)norm)[2 * piece + 1];
-                nv[0] = a.x, nv[1] = a.y, nv[2] = a.z, nv[3] = a.w, nv[4] = b.x, nv[5] = b.y,
-                nv[6] = b.z, nv[7] = b.w;
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-                    nv[j] = live ? norm[8 * piece + j] : 0.0f;
-            }
 #pragma unroll
             for (int j = 0; j < 8; j++)
                 v[j] = v[j] * scale * nv[j];
         }
+    };
+    /* The next piece's loads are issued before this one's stores to shared memory, which the
+     * compiler may not reorder them past: a 14336-element row is seven pieces a lane, and seven
+     * memory latencies in a row were most of the down product's prologue. */
+    float v[8], next[8];
+    int64_t base = (int64_t)warp * 32;
+    load(base + lane, v);
+    for (; base < pieces; base += (int64_t)nw * 32) {
+        const int64_t piece = base + lane;
+        const bool live = piece < pieces;
+        if (base + (int64_t)nw * 32 < pieces)
+            load(piece + (int64_t)nw * 32, next);
         float amax = k_amax8(v);
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
@@ -328,6 +357,9 @@ mv_quant_q8_row(const float *xr, const float *norm, float scale, bool rms, int64
             if (sub == 0)
                 *(int2 *)blk = make_int2(__float_as_int(d), sum);
         }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            v[j] = next[j];
     }
 }
 
@@ -352,16 +384,27 @@ static __device__ void mv_make_act(const struct mv_input &in, int64_t k, uint8_t
         if (ACT == NVL_K_ACT_Q8) {
             mv_quant_q8_row<NB, XUS>(xr, in.norm, scale, rms, k, dst);
         } else {
-            for (int64_t b = warp; b < k / NVL_QK_K; b += nw) {
-                float v[8];
+            /* As in mv_quant_q8_row: the next block's loads go out before this one's stores. */
+            auto load = [&](int64_t b, float *v) {
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
                     const int64_t i = b * NVL_QK_K + 8 * lane + j;
                     v[j] = rms ? xr[i] * scale * in.norm[i] : xr[i];
                 }
+            };
+            const int64_t nb = k / NVL_QK_K;
+            float v[8], next[8];
+            if (warp < nb)
+                load(warp, v);
+            for (int64_t b = warp; b < nb; b += nw) {
+                if (b + nw < nb)
+                    load(b + nw, next);
                 k_quant_q8k_warp(
                     v, (struct nvl_block_q8_K *)(dst + (b / NB) * XUS +
                                                  (b % NB) * sizeof(struct nvl_block_q8_K)));
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    v[j] = next[j];
             }
         }
     }
@@ -388,7 +431,9 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
      * the loop, which cost as much as a unit's dot product. */
     const int gw = blockIdx.x * nw + warp, tw = gridDim.x * nw;
     const int n_chunks = (int)((n_units + LPR - 1) / LPR);
-    const int my_items = gw < n_items ? (int)((n_items - gw + tw - 1) / tw) : 0;
+    const int64_t n_work = g.swiglu ? n_items / 2 : n_items; /* a SwiGLU pair is one unit */
+    const int my_items =
+        (gw < n_work ? (int)((n_work - gw + tw - 1) / tw) : 0) * (g.swiglu ? 2 : 1);
     const int n_stages = my_items * n_chunks;
     uint8_t *xs = mv_smem;
     uint8_t *ws = mv_smem + (XS ? (size_t)NT * x_pad : 0) + (size_t)warp * MV_STAGES * BUF;
@@ -398,7 +443,7 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
      * products). Always one commit group per stage (empty past the end), so that
      * mv_cp_async_wait<MV_STAGES - 1> means "stage s has landed". */
     struct mv_cursor ic, cc;
-    mv_cursor_start<RPW>(g, gw, ic);
+    mv_cursor_start<RPW>(g, mv_first_item(g, gw), ic);
     cc = ic;
     /* A whole chunk of an aligned group is N16 16-byte copies a row, a count known here, so the
      * copy loop unrolls with constant offsets; the last, shorter chunk of a row and unaligned
@@ -484,10 +529,10 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
             for (int i = 0; i < (XU + 3) / 4; i++)
                 xv[i] = gl < n_units ? src[i] : 0u;
         }
-        float acc[NT];
+        float acc[NT], gate[NT]; /* gate: with SwiGLU, the pair's gate rows */
 #pragma unroll
         for (int t = 0; t < NT; t++)
-            acc[t] = 0.0f;
+            acc[t] = gate[t] = 0.0f;
         int cbuf = 0; /* buffer of the stage multiplied */
         for (int s = 0; s < n_stages; s++) {
             issue(s + MV_STAGES - 1);
@@ -521,12 +566,20 @@ static __global__ void __launch_bounds__(MV_MAX_WARPS * 32, 1)
                     for (int o = LPR / 2; o > 0; o >>= 1)
                         acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
                 }
-                if (gl == 0 && grp < nrows) {
+                if (g.swiglu && (cc.item & 1) == 0) {
+#pragma unroll
+                    for (int t = 0; t < NT; t++)
+                        gate[t] = acc[t];
+                } else if (gl == 0 && grp < nrows) {
                     const int row = row0 + grp;
 #pragma unroll
                     for (int t = 0; t < NT; t++) {
-                        float *dst = cc.y + (size_t)t * cc.ys + row;
-                        *dst = accumulate ? *dst + acc[t] : acc[t];
+                        if (g.swiglu) {
+                            g.y[0][(size_t)t * g.y_stride[0] + row] = k_silu_mul(gate[t], acc[t]);
+                        } else {
+                            float *dst = cc.y + (size_t)t * cc.ys + row;
+                            *dst = accumulate ? *dst + acc[t] : acc[t];
+                        }
                     }
                 }
 #pragma unroll
@@ -654,7 +707,8 @@ static int mv_go(const struct mv_group &g, const struct mv_input &in, int64_t n_
 /* Launches the group for type T over tokens [t0, t0 + NT). The shape (lanes per row, warps)
  * depends only on the matrices' shapes; the grid only on them and the device. */
 template <int T, int NB, int NT>
-static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStream_t stream)
+static int mv_launch(const struct nvl_k_matmul *mm, int n, bool swiglu, int32_t t0,
+                     cudaStream_t stream)
 {
     const int64_t n_units = mm[0].k / ((int64_t)NB * k_type<T>::block_elems);
     const int lpr = mv_lpr(n_units), rpw = 32 / lpr;
@@ -668,6 +722,7 @@ static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStrea
     memset(&g, 0, sizeof(g));
     int end = 0; /* row counts are below 2^31 (nvl__k_matvec_group), row groups no more */
     g.aligned = 1;
+    g.swiglu = swiglu;
     for (int i = 0; i < NVL_K_MV_GROUP; i++) {
         if (i < n) {
             g.w[i] = (const uint8_t *)mm[i].w;
@@ -698,7 +753,8 @@ static int mv_launch(const struct nvl_k_matmul *mm, int n, int32_t t0, cudaStrea
     }
 }
 
-template <int T> static int mv_type(const struct nvl_k_matmul *mm, int n, cudaStream_t stream)
+template <int T>
+static int mv_type(const struct nvl_k_matmul *mm, int n, bool swiglu, cudaStream_t stream)
 {
     constexpr int FB = mv_fast_blocks<T>();
     const bool fast = mm[0].k % ((int64_t)FB * k_type<T>::block_elems) == 0;
@@ -710,14 +766,15 @@ template <int T> static int mv_type(const struct nvl_k_matmul *mm, int n, cudaSt
                    mv_smem_limit()
              : mv_smem_bytes<T, 1, MV_TOK>(mm[0].k / k_type<T>::block_elems, 1) <= mv_smem_limit();
     for (; multi && rc == 0 && t + MV_TOK <= mm[0].n_tok; t += MV_TOK)
-        rc = fast ? mv_launch<T, FB, MV_TOK>(mm, n, t, stream)
-                  : mv_launch<T, 1, MV_TOK>(mm, n, t, stream);
+        rc = fast ? mv_launch<T, FB, MV_TOK>(mm, n, swiglu, t, stream)
+                  : mv_launch<T, 1, MV_TOK>(mm, n, swiglu, t, stream);
     for (; rc == 0 && t < mm[0].n_tok; t++)
-        rc = fast ? mv_launch<T, FB, 1>(mm, n, t, stream) : mv_launch<T, 1, 1>(mm, n, t, stream);
+        rc = fast ? mv_launch<T, FB, 1>(mm, n, swiglu, t, stream)
+                  : mv_launch<T, 1, 1>(mm, n, swiglu, t, stream);
     return rc;
 }
 
-extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStream_t stream)
+static int mv_group(const struct nvl_k_matmul *mm, int n, bool swiglu, cudaStream_t stream)
 {
     if (n < 1 || n > NVL_K_MV_GROUP)
         return -EINVAL;
@@ -745,7 +802,7 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
     switch (mm[0].type) {
 #define MV_CASE(S)                                                                                 \
     case NVL_GGML_TYPE_##S:                                                                        \
-        rc = mv_type<NVL_GGML_TYPE_##S>(mm, n, stream);                                            \
+        rc = mv_type<NVL_GGML_TYPE_##S>(mm, n, swiglu, stream);                                    \
         break;
         K_PLAIN_TYPES(MV_CASE)
         K_QUANT_TYPES(MV_CASE)
@@ -759,7 +816,19 @@ extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStr
     return rc;
 }
 
+extern "C" int nvl__k_matvec_group(const struct nvl_k_matmul *mm, int n, cudaStream_t stream)
+{
+    return mv_group(mm, n, false, stream);
+}
+
 extern "C" int nvl__k_matvec(const struct nvl_k_matmul *mm, cudaStream_t stream)
 {
-    return nvl__k_matvec_group(mm, 1, stream);
+    return mv_group(mm, 1, false, stream);
+}
+
+extern "C" int nvl__k_matvec_swiglu(const struct nvl_k_matmul *gate_up, cudaStream_t stream)
+{
+    if (gate_up[0].rows != gate_up[1].rows || gate_up[0].accumulate || gate_up[0].y == gate_up[1].y)
+        return -EINVAL;
+    return mv_group(gate_up, 2, true, stream);
 }

@@ -1,7 +1,6 @@
 /* RoPE (adjacent pairs, the layout llama GGUF files hold) and the fp16 KV cache store. One thread
- * per pair of q, k or v elements of one token. The angle of pair i is built as the CPU builds it
- * (llama_session.c rope_prepare): theta = pos * freq_scale, multiplied by theta_scale i times, so
- * both sides round the same products. */
+ * per pair of q, k or v elements of one token; the angles are k_rope_pair's (the CPU's). A
+ * single-token decode step takes the fused kernel in attention.cu instead. */
 #include <errno.h>
 
 #include <cuda_fp16.h>
@@ -34,16 +33,7 @@ static __global__ void k_rope_kv(struct nvl_k_rope r)
     const int i = e % r.head_dim; /* dimension within the head */
     const float *src = is_q ? r.q + (size_t)t * qd + e : r.k + (size_t)t * kvd + e;
     float x0 = src[0], x1 = src[1];
-    if (i < r.n_rot) {
-        float theta = (float)pos * r.freq_scale;
-        for (int j = 0; j < i / 2; j++)
-            theta *= r.theta_scale;
-        const float th = r.freq_factors ? theta / r.freq_factors[i / 2] : theta;
-        const float c = cosf(th), s = sinf(th);
-        const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
-        x0 = y0;
-        x1 = y1;
-    }
+    k_rope_pair(x0, x1, i, pos, r);
     if (is_q) {
         float *q = r.q + (size_t)t * qd + e;
         q[0] = x0;

@@ -5,16 +5,11 @@
 
 #include "kcommon.cuh"
 
-static __device__ __forceinline__ float silu_mul(float g, float u)
-{
-    return g / (1.0f + expf(-g)) * u;
-}
-
 static __global__ void k_swiglu(float *__restrict__ g, const float *__restrict__ u, int64_t n)
 {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
-        g[i] = silu_mul(g[i], u[i]);
+        g[i] = k_silu_mul(g[i], u[i]);
 }
 
 /* The same, four elements per thread (n a multiple of 4, 16-byte aligned g and u): the batch
@@ -25,8 +20,8 @@ static __global__ void k_swiglu_x4(float4 *__restrict__ g, const float4 *__restr
     if (i >= n4)
         return;
     const float4 a = g[i], b = u[i];
-    g[i] =
-        make_float4(silu_mul(a.x, b.x), silu_mul(a.y, b.y), silu_mul(a.z, b.z), silu_mul(a.w, b.w));
+    g[i] = make_float4(k_silu_mul(a.x, b.x), k_silu_mul(a.y, b.y), k_silu_mul(a.z, b.z),
+                       k_silu_mul(a.w, b.w));
 }
 
 /* Warp w: activation block w of the n_tok rows of n (32 or 256 elements). */
@@ -46,7 +41,7 @@ static __global__ void k_swiglu_quant(float *__restrict__ g, const float *__rest
     const size_t base = (size_t)t * (size_t)n + (size_t)b * BL;
     uint8_t *qr = q + (size_t)t * q_row_bytes;
     if (ACT == NVL_K_ACT_Q8) {
-        const float v = silu_mul(g[base + lane], u[base + lane]);
+        const float v = k_silu_mul(g[base + lane], u[base + lane]);
         g[base + lane] = v;
         k_quant_q8_warp(v, (struct nvl_k_block_q8 *)qr + b);
     } else {
@@ -54,7 +49,7 @@ static __global__ void k_swiglu_quant(float *__restrict__ g, const float *__rest
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const size_t i = base + 8 * lane + j;
-            v[j] = silu_mul(g[i], u[i]);
+            v[j] = k_silu_mul(g[i], u[i]);
             g[i] = v[j];
         }
         k_quant_q8k_warp(v, (struct nvl_block_q8_K *)qr + b);

@@ -45,6 +45,10 @@ struct nvl_gpu_session {
     float theta_scale;
     cudaGraphExec_t graph; /* single-token pass, when every layer is in VRAM */
     bool graph_failed;
+    /* Fused decode steps (RoPE in attention, SwiGLU in the gate/up product): the same bits as
+     * the separate kernels, fewer launches. NVL_GPU_FUSE=0 takes the separate kernels, for
+     * comparison (test_gpu_forward checks both give the same logits). */
+    bool fuse;
 };
 
 struct gs_dims {
@@ -94,6 +98,8 @@ int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_b
     gs->n_ctx = n_ctx;
     gs->n_batch = n_batch;
     gs->theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
+    const char *fuse = getenv("NVL_GPU_FUSE");
+    gs->fuse = !(fuse && strcmp(fuse, "0") == 0);
 
     const struct gs_dims d = dims(hp);
     const size_t B = (size_t)n_batch;
@@ -192,10 +198,12 @@ struct gs_input {
 /* Products y_i = W_i x (i < n) for n_tok rows of the input, which they share. On the matrix-
  * vector path a product whose activations are quantized makes them from x in its own prologue
  * (no normalization or quantization kernel), unless they are ready; fp32-activation products get
- * the normalized rows from one RMSNorm kernel. Products of one type go out as one launch. */
+ * the normalized rows from one RMSNorm kernel. Products of one type go out as one launch.
+ * swiglu (gate and up on the matrix-vector path, gs_fuse_swiglu()): y[0] = silu(y[0]) * y[1]
+ * made in the same launch, y[1] not written. */
 static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *const *w,
                        float *const *y, const size_t *y_stride, int n, struct gs_input in,
-                       int32_t n_tok, bool accumulate)
+                       int32_t n_tok, bool accumulate, bool swiglu)
 {
     const struct nvl_llama_hparams *hp = gs->hp;
     const int64_t k = w[0]->ne0;
@@ -245,6 +253,8 @@ static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor
             mm[i].eps = in.norm ? hp->rms_eps : 0.0f;
         }
     }
+    if (swiglu)
+        return nvl__k_matvec_swiglu(mm, gs->stream);
     if (same)
         return nvl__k_matvec_group(mm, n, gs->stream);
     for (int i = 0; i < n && !rc; i++)
@@ -255,7 +265,16 @@ static int gs_products(struct nvl_gpu_session *gs, const struct nvl_llama_tensor
 static int gs_matmul(struct nvl_gpu_session *gs, const struct nvl_llama_tensor *w,
                      struct gs_input in, int32_t n_tok, float *y, size_t y_stride, bool accumulate)
 {
-    return gs_products(gs, &w, &y, &y_stride, 1, in, n_tok, accumulate);
+    return gs_products(gs, &w, &y, &y_stride, 1, in, n_tok, accumulate, false);
+}
+
+/* Whether the gate/up launch also makes SwiGLU (nvl__k_matvec_swiglu): matrix-vector path,
+ * same type and shape. */
+static bool gs_fuse_swiglu(const struct nvl_gpu_session *gs, const struct nvl_llama_layer *l,
+                           int32_t n_tok)
+{
+    return gs->fuse && !gs_gemm(gs, n_tok) && l->ffn_gate.type == l->ffn_up.type &&
+           l->ffn_gate.ne1 == l->ffn_up.ne1;
 }
 
 /* The activation format the next products take (what a fused kernel should quantize to). */
@@ -280,7 +299,7 @@ static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_laye
         float *y[3] = {gs->q, gs->k, gs->v};
         const size_t ys[3] = {d.qd, d.kvd, d.kvd};
         const struct gs_input in = {.x = gs->x, .norm = l->attn_norm.data};
-        if ((rc = gs_products(gs, w, y, ys, 3, in, n_tok, false)))
+        if ((rc = gs_products(gs, w, y, ys, 3, in, n_tok, false, false)))
             return rc;
     }
 
@@ -312,19 +331,28 @@ static int layer_forward(struct nvl_gpu_session *gs, const struct nvl_llama_laye
         .head_dim = hp->head_dim,
         .n_ctx = gs->n_ctx,
     };
-    if ((rc = nvl__k_rope_kv(&rope, st)) || (rc = nvl__k_attention(&att, st)))
+    if (gs->fuse)
+        rc = nvl__k_rope_attention(&rope, &att, st);
+    else if (!(rc = nvl__k_rope_kv(&rope, st)))
+        rc = nvl__k_attention(&att, st);
+    if (rc)
         return rc;
     if ((rc = gs_matmul(gs, &l->wo, (struct gs_input){.x = gs->att}, n_tok, gs->x, d.e, true)))
         return rc;
 
+    const bool fused = gs_fuse_swiglu(gs, l, n_tok);
     {
         const struct nvl_llama_tensor *w[2] = {&l->ffn_gate, &l->ffn_up};
         float *y[2] = {gs->gate, gs->up};
         const size_t ys[2] = {d.ff, d.ff};
         const struct gs_input in = {.x = gs->x, .norm = l->ffn_norm.data};
-        if ((rc = gs_products(gs, w, y, ys, 2, in, n_tok, false)))
+        if ((rc = gs_products(gs, w, y, ys, 2, in, n_tok, false, fused)))
             return rc;
     }
+    /* SwiGLU came out of the gate/up launch: the down product quantizes it in its prologue. */
+    if (fused)
+        return gs_matmul(gs, &l->ffn_down, (struct gs_input){.x = gs->gate}, n_tok, gs->x, d.e,
+                         true);
     /* SwiGLU quantizes for the down product in the same launch. */
     const enum nvl_k_act act = gs_next_act(gs, &l->ffn_down, n_tok);
     if ((rc =

@@ -242,6 +242,20 @@ static void check_model(const char *name, const char *path, const char *text)
     /* The GPU fed the CPU's tokens: logits comparable at every step even after a divergence. */
     CHECK(run_greedy(model, gm, prompt, (int32_t)n_prompt, cpu.tokens, &gpu_forced) == 0,
           "GPU run (CPU tokens)");
+    /* The separate kernels (NVL_GPU_FUSE=0, read when a session starts) must give the fused
+     * decode steps' bits. */
+    {
+        struct run sep = {0};
+        setenv("NVL_GPU_FUSE", "0", 1);
+        const int rc = run_greedy(model, gm, prompt, (int32_t)n_prompt, NULL, &sep);
+        unsetenv("NVL_GPU_FUSE");
+        const bool same = rc == 0 && memcmp(sep.logits, gpu.logits,
+                                            (size_t)(N_GEN + 1) * (size_t)nv * sizeof(float)) == 0;
+        CHECK(same, "%s: fused decode steps differ from the separate kernels", name);
+        printf("%s: fused decode steps %s the separate kernels\n", name,
+               same ? "bit-identical to" : "DIFFERENT from");
+        free(sep.logits);
+    }
     double worst = 0.0, worst_abs = 0.0;
     for (int i = 0; i <= N_GEN; i++) {
         const float *a = cpu.logits + (size_t)i * nv, *b = gpu_forced.logits + (size_t)i * nv;

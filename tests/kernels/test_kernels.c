@@ -290,6 +290,71 @@ static void test_matvec_group(void)
     }
 }
 
+/* The gate/up launch with SwiGLU fused (nvl__k_matvec_swiglu) against the group launch then
+ * nvl__k_swiglu on the same inputs: the same bits, for single tokens and batches (a 4-token pass
+ * and a single one), with a partial last row group and the RMSNorm prologue. */
+static void test_matvec_swiglu(void)
+{
+    const enum nvl_ggml_type types[] = {NVL_GGML_TYPE_Q4_0, NVL_GGML_TYPE_Q4_K, NVL_GGML_TYPE_Q6_K,
+                                        NVL_GGML_TYPE_Q8_0, NVL_GGML_TYPE_F16};
+    const int64_t k = 1024, rows = 301;
+    const int32_t n_toks[] = {1, 5};
+    float *x = malloc((size_t)(k * 5) * sizeof(float)), *norm = malloc((size_t)k * sizeof(float));
+    ku_floats(x, k * 5, 2.0f);
+    ku_floats(norm, k, 1.0f);
+    float *dx = dev_copy(x, (size_t)(k * 5) * sizeof(float)),
+          *dnorm = dev_copy(norm, (size_t)k * sizeof(float));
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
+        for (size_t ni = 0; ni < 2; ni++) {
+            const enum nvl_ggml_type type = types[ti];
+            const int32_t n_tok = n_toks[ni];
+            const bool quant = nvl__k_act_for(type) != NVL_K_ACT_F32;
+            const size_t ybytes = (size_t)(rows * n_tok) * sizeof(float);
+            struct nvl_k_matmul mm[2];
+            uint8_t *w[2];
+            uint64_t rb[2];
+            for (int i = 0; i < 2; i++) {
+                w[i] = ku_matrix(type, rows, k, &rb[i]);
+                mm[i] = (struct nvl_k_matmul){.w = dev_copy(w[i], (size_t)(rb[i] * rows)),
+                                              .type = type,
+                                              .row_bytes = rb[i],
+                                              .k = k,
+                                              .rows = rows,
+                                              .x = dx,
+                                              .x_stride = (size_t)k * sizeof(float),
+                                              .y = dev_alloc(ybytes),
+                                              .y_stride = (size_t)rows,
+                                              .n_tok = n_tok,
+                                              .in = quant ? NVL_K_MV_IN_RMSNORM : NVL_K_MV_IN_READY,
+                                              .norm = quant ? dnorm : NULL,
+                                              .eps = quant ? 1e-5f : 0.0f};
+            }
+            float *sep = malloc(ybytes), *fused = malloc(ybytes);
+            CHECK(nvl__k_matvec_group(mm, 2, 0) == 0, "group launch");
+            CHECK(nvl__k_swiglu(mm[0].y, mm[1].y, rows * n_tok, 0) == 0, "swiglu");
+            to_host(sep, mm[0].y, ybytes);
+            CUDA_OK(cudaMemset(mm[0].y, 0xff, ybytes));
+            CHECK(nvl__k_matvec_swiglu(mm, 0) == 0, "matvec_swiglu launch");
+            to_host(fused, mm[0].y, ybytes);
+            CHECK(memcmp(sep, fused, ybytes) == 0,
+                  "matvec_swiglu %s, %d tokens: differs from the group launch then swiglu",
+                  nvl_ggml_type_name(type), n_tok);
+            printf("matvec_swiglu %-5s %d token(s): bit-identical to matvec group + swiglu\n",
+                   nvl_ggml_type_name(type), n_tok);
+            for (int i = 0; i < 2; i++) {
+                cudaFree((void *)mm[i].w);
+                cudaFree(mm[i].y);
+                free(w[i]);
+            }
+            free(sep);
+            free(fused);
+        }
+    cudaFree(dx);
+    cudaFree(dnorm);
+    free(x);
+    free(norm);
+}
+
 /* The fused RMSNorm + quantize and SwiGLU + quantize produce exactly what the separate kernels
  * produce. */
 static void test_fused_quantize(void)
@@ -923,6 +988,107 @@ static void check_attention(int32_t head_dim, int32_t n_ctx, int32_t pos0, int32
     free(sc);
 }
 
+/* The fused decode step (nvl__k_rope_attention, one token) against nvl__k_rope_kv followed by
+ * nvl__k_attention on copies of the same inputs: the output and both caches must be the same
+ * bits. Cache rows past the new position hold NaN; rows before it are random. */
+static void check_rope_attention(int32_t head_dim, int32_t n_rot, bool factors, int32_t n_head,
+                                 int32_t n_head_kv, int32_t pos0, int32_t n_ctx)
+{
+    const int32_t qd = n_head * head_dim, kvd = n_head_kv * head_dim;
+    const size_t cbytes = (size_t)n_ctx * (size_t)kvd * 2;
+    float *q = malloc((size_t)qd * 4), *k = malloc((size_t)kvd * 4), *v = malloc((size_t)kvd * 4);
+    float *ff = malloc((size_t)n_rot / 2 * 4 + 4), *out[2];
+    uint16_t *kc = malloc(cbytes), *vc = malloc(cbytes), *kco[2], *vco[2];
+    ku_floats(q, qd, 2.0f);
+    ku_floats(k, kvd, 2.0f);
+    ku_floats(v, kvd, 2.0f);
+    for (int i = 0; i < n_rot / 2; i++)
+        ff[i] = ku_uniform(1.0f, 8.0f);
+    for (int64_t i = 0; i < (int64_t)n_ctx * kvd; i++) {
+        const bool used = i < (int64_t)pos0 * kvd;
+        kc[i] = used ? nvl_fp32_to_fp16(ku_uniform(-1.0f, 1.0f)) : 0x7e00;
+        vc[i] = used ? nvl_fp32_to_fp16(ku_uniform(-1.0f, 1.0f)) : 0x7e00;
+    }
+    int32_t *dpos = dev_copy(&pos0, sizeof(pos0));
+    float *dff = dev_copy(ff, (size_t)n_rot / 2 * 4 + 4);
+    for (int fused = 0; fused < 2; fused++) {
+        float *dq = dev_copy(q, (size_t)qd * 4), *dk = dev_copy(k, (size_t)kvd * 4);
+        float *dv = dev_copy(v, (size_t)kvd * 4), *dout = dev_alloc((size_t)qd * 4);
+        uint16_t *dkc = dev_copy(kc, cbytes), *dvc = dev_copy(vc, cbytes);
+        const struct nvl_k_rope r = {.q = dq,
+                                     .k = dk,
+                                     .v = dv,
+                                     .k_cache = dkc,
+                                     .v_cache = dvc,
+                                     .pos0 = dpos,
+                                     .n_tok = 1,
+                                     .n_head = n_head,
+                                     .n_head_kv = n_head_kv,
+                                     .head_dim = head_dim,
+                                     .n_rot = n_rot,
+                                     .freq_scale = 0.5f,
+                                     .theta_scale = powf(10000.0f, -2.0f / (float)n_rot),
+                                     .freq_factors = factors ? dff : NULL};
+        const struct nvl_k_attention a = {.q = dq,
+                                          .k_cache = dkc,
+                                          .v_cache = dvc,
+                                          .out = dout,
+                                          .pos0 = dpos,
+                                          .n_tok = 1,
+                                          .n_head = n_head,
+                                          .n_head_kv = n_head_kv,
+                                          .head_dim = head_dim,
+                                          .n_ctx = n_ctx};
+        if (fused) {
+            CHECK(nvl__k_rope_attention(&r, &a, 0) == 0, "rope_attention launch");
+        } else {
+            CHECK(nvl__k_rope_kv(&r, 0) == 0, "rope launch");
+            CHECK(nvl__k_attention(&a, 0) == 0, "attention launch");
+        }
+        out[fused] = malloc((size_t)qd * 4);
+        kco[fused] = malloc(cbytes);
+        vco[fused] = malloc(cbytes);
+        to_host(out[fused], dout, (size_t)qd * 4);
+        to_host(kco[fused], dkc, cbytes);
+        to_host(vco[fused], dvc, cbytes);
+        cudaFree(dq);
+        cudaFree(dk);
+        cudaFree(dv);
+        cudaFree(dout);
+        cudaFree(dkc);
+        cudaFree(dvc);
+    }
+    /* A mismatched pair is refused. */
+    {
+        struct nvl_k_rope r = {.q = (float *)dpos, .n_tok = 1};
+        struct nvl_k_attention a = {
+            .q = NULL, .n_tok = 1, .n_head = 1, .n_head_kv = 1, .head_dim = 2, .n_ctx = 4};
+        CHECK(nvl__k_rope_attention(&r, &a, 0) == -EINVAL, "mismatched rope/attention accepted");
+    }
+    CHECK(memcmp(out[0], out[1], (size_t)qd * 4) == 0,
+          "rope_attention hd %d rot %d pos %d: output differs from rope_kv + attention", head_dim,
+          n_rot, pos0);
+    CHECK(memcmp(kco[0], kco[1], cbytes) == 0 && memcmp(vco[0], vco[1], cbytes) == 0,
+          "rope_attention hd %d rot %d pos %d: caches differ from rope_kv + attention", head_dim,
+          n_rot, pos0);
+    printf("rope_attention hd=%d rot=%d heads=%d/%d pos=%d: bit-identical to rope_kv + "
+           "attention\n",
+           head_dim, n_rot, n_head, n_head_kv, pos0);
+    cudaFree(dpos);
+    cudaFree(dff);
+    for (int i = 0; i < 2; i++) {
+        free(out[i]);
+        free(kco[i]);
+        free(vco[i]);
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(ff);
+    free(kc);
+    free(vc);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Token selection */
 
@@ -1009,6 +1175,7 @@ int main(void)
     test_quantize();
     test_matvec();
     test_matvec_group();
+    test_matvec_swiglu();
     test_matvec_prologue();
     test_fused_quantize();
     test_dequant();
@@ -1022,6 +1189,16 @@ int main(void)
     check_attention(64, 300, 250, 3, 8, 2, 1.0f);
     check_attention(128, 5000, 4000, 2, 8, 2, 1.0f);
     check_attention(8, 40, 0, 17, 8, 2, 1.0f);
+    /* One token (decode): the scalar kernel alone, at the first position and well past the
+     * block's 256 threads. */
+    check_attention(128, 2048, 0, 1, 32, 8, 1.0f);
+    check_attention(128, 2048, 700, 1, 32, 8, 3.0f);
+    check_attention(6, 50, 20, 1, 4, 2, 1.0f);
+    check_rope_attention(128, 128, false, 32, 8, 0, 256);
+    check_rope_attention(128, 128, true, 32, 8, 700, 1024);
+    check_rope_attention(64, 32, true, 8, 2, 37, 64);
+    check_rope_attention(8, 8, false, 4, 4, 300, 512);
+    check_rope_attention(6, 4, false, 4, 2, 9, 16);
     /* The tiled kernel: whole and partial query and key tiles, a batch at position 0 and later,
      * GQA and plain heads, peaked softmaxes (q scaled up) that move the running maximum. */
     check_attention(128, 600, 0, 512, 8, 2, 1.0f);
