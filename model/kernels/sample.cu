@@ -26,8 +26,8 @@ static __device__ __forceinline__ bool smp_before(float la, int ia, float lb, in
     return la > lb || (la == lb && ia < ib);
 }
 
-static __global__ void __launch_bounds__(SMP_THREADS)
-    k_argmax(const float *__restrict__ x, int32_t n, int32_t *out)
+/* The index of the largest of x[0..n) (the first one on ties), for thread 0 of the block. */
+static __device__ __forceinline__ int smp_argmax(const float *__restrict__ x, int32_t n)
 {
     __shared__ float sv[32];
     __shared__ int si[32];
@@ -62,7 +62,32 @@ static __global__ void __launch_bounds__(SMP_THREADS)
                 best = sv[w];
                 bi = si[w];
             }
+    }
+    return bi;
+}
+
+static __global__ void __launch_bounds__(SMP_THREADS)
+    k_argmax(const float *__restrict__ x, int32_t n, int32_t *out)
+{
+    const int bi = smp_argmax(x, n);
+    if (threadIdx.x == 0)
         *out = bi;
+}
+
+/* Greedy feedback: the token chosen becomes the next pass's input and is published to the host
+ * (the token first, then, after a system-wide fence, the count that makes it visible). */
+static __global__ void __launch_bounds__(SMP_THREADS)
+    k_argmax_feed(const float *__restrict__ x, int32_t n, struct nvl_k_feed f)
+{
+    const int bi = smp_argmax(x, n);
+    if (threadIdx.x == 0) {
+        const int32_t i = *f.count;
+        f.ids[0] = bi;
+        *f.pos += 1;
+        f.ring[i & f.ring_mask] = bi;
+        __threadfence_system();
+        f.ring[f.ring_mask + 1] = i + 1;
+        *f.count = i + 1;
     }
 }
 
@@ -274,6 +299,15 @@ extern "C" int nvl__k_argmax(const float *x, int32_t n, int32_t *out, cudaStream
         return -EINVAL;
     k_argmax<<<1, SMP_THREADS, 0, stream>>>(x, n, out);
     return nvl__k_launch_check("argmax");
+}
+
+extern "C" int nvl__k_argmax_feed(const float *logits, int32_t n, const struct nvl_k_feed *f,
+                                  cudaStream_t stream)
+{
+    if (n < 1 || !f->ids || !f->pos || !f->count || !f->ring || (f->ring_mask & (f->ring_mask + 1)))
+        return -EINVAL;
+    k_argmax_feed<<<1, SMP_THREADS, 0, stream>>>(logits, n, *f);
+    return nvl__k_launch_check("argmax_feed");
 }
 
 extern "C" int nvl__k_sample(const float *logits, int32_t n, const struct nvl_k_sample *p,

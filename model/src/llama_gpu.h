@@ -21,6 +21,15 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs);
  * CUDA call or a streamed read failed. */
 int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, int32_t n_tok,
                              int32_t pos0, int32_t out_first, float *logits);
+/* Greedy decoding with the GPU choosing each token (nvl_session_greedy): evaluates `token` at
+ * pos0, then each token the GPU picks (argmax of the pass before) that next() accepts, at most
+ * `steps` passes; next() sees every token picked. *n_eval: passes whose token was kept (the
+ * first, then each accepted one). *logits_kept: no pass ran past the last kept one, and its
+ * logits are in `logits`. -ENOTSUP where this session cannot (layers outside VRAM, graphs off
+ * or unavailable): nothing ran. */
+int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
+                            nvl_greedy_fn next, void *ctx, int32_t *n_eval, bool *logits_kept,
+                            float *logits);
 
 #ifdef NVL_HAVE_CUDA
 

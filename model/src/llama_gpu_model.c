@@ -747,6 +747,22 @@ int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, 
     return -ENOTSUP;
 }
 
+int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
+                            nvl_greedy_fn next, void *ctx, int32_t *n_eval, bool *logits_kept,
+                            float *logits)
+{
+    (void)gs;
+    (void)token;
+    (void)pos0;
+    (void)steps;
+    (void)next;
+    (void)ctx;
+    (void)logits;
+    *n_eval = 0;
+    *logits_kept = false;
+    return -ENOTSUP;
+}
+
 #endif /* NVL_HAVE_CUDA */
 
 const char *nvl_gpu_tier_name(enum nvl_gpu_tier tier)

@@ -24,6 +24,8 @@
 #define GPU_GEMM_MIN_TOK 16
 #define GPU_LOGITS_ROWS  32            /* output rows per product: bounds the logits buffer */
 #define GPU_GEMM_SCRATCH (64ull << 20) /* fp16 weight rows per cuBLAS call */
+#define GPU_RING         64            /* tokens the greedy loop's ring holds (a power of two) */
+#define GPU_AHEAD        4             /* greedy passes queued ahead of the token read back */
 
 struct nvl_gpu_session {
     struct nvl_gpu_model *gm;
@@ -49,6 +51,11 @@ struct nvl_gpu_session {
      * the separate kernels, fewer launches. NVL_GPU_FUSE=0 takes the separate kernels, for
      * comparison (test_gpu_forward checks both give the same logits). */
     bool fuse;
+    /* Greedy decoding on the GPU (nvl__gpu_session_greedy): a pass and the argmax that feeds
+     * it its next token, as one graph; tokens come back through a host-mapped ring. */
+    cudaGraphExec_t step_graph;
+    int32_t *count;         /* device: tokens picked in this run */
+    volatile int32_t *ring; /* host-mapped: [GPU_RING] tokens, then the published count */
 };
 
 struct gs_dims {
@@ -124,6 +131,7 @@ int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_b
         {(void **)&gs->logits, (size_t)GPU_LOGITS_ROWS * (size_t)hp->n_vocab * sizeof(float)},
         {(void **)&gs->ids, B * sizeof(int32_t)},
         {(void **)&gs->pos, sizeof(int32_t)},
+        {(void **)&gs->count, sizeof(int32_t)},
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
@@ -137,6 +145,8 @@ int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_b
         (e = cudaHostAlloc((void **)&gs->h_logits,
                            (size_t)GPU_LOGITS_ROWS * (size_t)hp->n_vocab * sizeof(float),
                            cudaHostAllocDefault)) != cudaSuccess ||
+        (e = cudaHostAlloc((void **)&gs->ring, (GPU_RING + 1) * sizeof(int32_t),
+                           cudaHostAllocMapped)) != cudaSuccess ||
         (e = cudaEventCreateWithFlags(&gs->done, cudaEventDisableTiming)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&gs->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         rc = nvl__gpu_cuda_err(e, "session stream");
@@ -162,16 +172,20 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs)
         cudaStreamSynchronize(gs->stream);
     if (gs->graph)
         cudaGraphExecDestroy(gs->graph);
+    if (gs->step_graph)
+        cudaGraphExecDestroy(gs->step_graph);
     nvl__k_gemm_destroy(gs->gemm);
-    void *bufs[] = {gs->k_cache, gs->v_cache, gs->x,    gs->xn, gs->q,      gs->k,
-                    gs->v,       gs->att,     gs->gate, gs->up, gs->act[0], gs->act[1],
-                    gs->act[2],  gs->logits,  gs->ids,  gs->pos};
+    void *bufs[] = {gs->k_cache, gs->v_cache, gs->x,    gs->xn,  gs->q,      gs->k,
+                    gs->v,       gs->att,     gs->gate, gs->up,  gs->act[0], gs->act[1],
+                    gs->act[2],  gs->logits,  gs->ids,  gs->pos, gs->count};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         cudaFree(bufs[i]);
     if (gs->h_in)
         cudaFreeHost(gs->h_in);
     if (gs->h_logits)
         cudaFreeHost(gs->h_logits);
+    if (gs->ring)
+        cudaFreeHost((void *)gs->ring);
     if (gs->done)
         cudaEventDestroy(gs->done);
     if (gs->stream)
@@ -427,42 +441,153 @@ static bool pdl_enabled(void)
     return !(v && strcmp(v, "0") == 0);
 }
 
-/* Replays (capturing it the first time) the single-token pass. 1: graphs unavailable here. */
-static int run_graph(struct nvl_gpu_session *gs)
+/* Captures the single-token pass (and with feed, the greedy argmax after it) into *out.
+ * 1: graphs unavailable here (logged; the session stops trying). */
+static int capture_pass(struct nvl_gpu_session *gs, const struct nvl_k_feed *feed,
+                        cudaGraphExec_t *out)
 {
-    cudaError_t e;
-    if (!gs->graph) {
-        cudaGraph_t g = NULL;
-        if ((e = cudaStreamBeginCapture(gs->stream, cudaStreamCaptureModeRelaxed)) != cudaSuccess)
-            goto fallback;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamBeginCapture(gs->stream, cudaStreamCaptureModeRelaxed);
+    if (e == cudaSuccess) {
         /* Every weight is resident and immutable here: each kernel may start as the one ahead
          * of it drains (programmatic dependent launch), prefetching its weights meanwhile. */
         nvl__k_set_pdl(pdl_enabled());
-        const int rc = run_pass(gs, 1, 0, 1);
+        int rc = run_pass(gs, 1, 0, 1);
         nvl__k_set_pdl(false);
+        if (!rc && feed)
+            rc = nvl__k_argmax_feed(gs->logits, gs->hp->n_vocab, feed, gs->stream);
         e = cudaStreamEndCapture(gs->stream, &g);
-        if (rc || e != cudaSuccess || !g) {
-            if (g)
-                cudaGraphDestroy(g);
-            goto fallback;
+        if (!rc && e == cudaSuccess && g) {
+            e = cudaGraphInstantiate(out, g, 0);
+            cudaGraphDestroy(g);
+            if (e == cudaSuccess) {
+                gs->gm->st.graphs = true;
+                return 0;
+            }
+        } else if (g) {
+            cudaGraphDestroy(g);
         }
-        e = cudaGraphInstantiate(&gs->graph, g, 0);
-        cudaGraphDestroy(g);
-        if (e != cudaSuccess) {
-            gs->graph = NULL;
-            goto fallback;
-        }
-        gs->gm->st.graphs = true;
+        if (e == cudaSuccess)
+            e = cudaErrorStreamCaptureInvalidated; /* a kernel launch failed under capture */
     }
-    e = cudaGraphLaunch(gs->graph, gs->stream);
-    return e == cudaSuccess ? 0 : nvl__gpu_cuda_err(e, "graph launch");
-
-fallback:
+    *out = NULL;
     nvl_log_info(GPU_LOG, "CUDA graph capture failed (%s); running without graphs",
                  cudaGetErrorString(e));
     cudaGetLastError();
     gs->graph_failed = true;
     return 1;
+}
+
+/* Replays (capturing it the first time) the single-token pass. 1: graphs unavailable here. */
+static int run_graph(struct nvl_gpu_session *gs)
+{
+    if (!gs->graph && capture_pass(gs, NULL, &gs->graph))
+        return 1;
+    const cudaError_t e = cudaGraphLaunch(gs->graph, gs->stream);
+    return e == cudaSuccess ? 0 : nvl__gpu_cuda_err(e, "graph launch");
+}
+
+/* Waits until the greedy loop has published more than `have` tokens: 0, or -EIO when the
+ * stream failed or finished without publishing (polls, then sleeps between polls as
+ * nvl__gpu_event_wait does; the passes queued ahead keep the GPU busy meanwhile). */
+static int wait_token(struct nvl_gpu_session *gs, int32_t have)
+{
+    for (int spins = 0;; spins++) {
+        if (gs->ring[GPU_RING] > have)
+            return 0;
+        if ((spins & 63) == 63) {
+            const cudaError_t q = cudaStreamQuery(gs->stream);
+            if (q == cudaSuccess && gs->ring[GPU_RING] <= have)
+                return -EIO; /* nothing left to run, and no token */
+            if (q != cudaSuccess && q != cudaErrorNotReady)
+                return nvl__gpu_cuda_err(q, "greedy loop");
+            const struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
+                            nvl_greedy_fn next, void *ctx, int32_t *n_eval, bool *logits_kept,
+                            float *logits)
+{
+    struct nvl_gpu_model *gm = gs->gm;
+    const struct nvl_llama_hparams *hp = gs->hp;
+    *n_eval = 0;
+    *logits_kept = false;
+    if (gm->st.layers[NVL_GPU_TIER_VRAM] != hp->n_layer || gs->graph_failed || !graphs_enabled())
+        return -ENOTSUP;
+    if (steps < 1 || pos0 < 0 || pos0 + steps > gs->n_ctx || token < 0 || token >= hp->n_vocab)
+        return -EINVAL;
+    cudaSetDevice(gm->p.device);
+    pthread_mutex_lock(&gm->lock);
+    int rc = 0;
+    cudaError_t e;
+    const struct nvl_k_feed feed = {
+        .ids = gs->ids,
+        .pos = gs->pos,
+        .count = gs->count,
+        .ring = gs->ring,
+        .ring_mask = GPU_RING - 1,
+    };
+    if (!gs->step_graph && capture_pass(gs, &feed, &gs->step_graph)) {
+        rc = -ENOTSUP;
+        goto out;
+    }
+    gs->h_in[0] = token;
+    gs->h_in[gs->n_batch] = pos0;
+    gs->ring[GPU_RING] = 0;
+    if ((e = cudaMemcpyAsync(gs->ids, gs->h_in, sizeof(int32_t), cudaMemcpyHostToDevice,
+                             gs->stream)) != cudaSuccess ||
+        (e = cudaMemcpyAsync(gs->pos, gs->h_in + gs->n_batch, sizeof(int32_t),
+                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess ||
+        (e = cudaMemsetAsync(gs->count, 0, sizeof(int32_t), gs->stream)) != cudaSuccess) {
+        rc = nvl__gpu_cuda_err(e, "greedy loop start");
+        goto out;
+    }
+    /* Passes go out GPU_AHEAD ahead of the token read back, so the GPU never waits for the CPU;
+     * a stop costs the passes already queued (their KV rows lie past the kept ones). */
+    int32_t launched = 0, seen = 0;
+    bool go = true;
+    while (go && !rc) {
+        while (launched < steps && launched < seen + GPU_AHEAD) {
+            if ((e = cudaGraphLaunch(gs->step_graph, gs->stream)) != cudaSuccess) {
+                rc = nvl__gpu_cuda_err(e, "graph launch");
+                break;
+            }
+            launched++;
+        }
+        if (rc || (rc = wait_token(gs, seen)))
+            break;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the count before the token it publishes */
+        const int32_t tok = gs->ring[seen & (GPU_RING - 1)];
+        seen++;
+        go = next(ctx, tok) && seen < steps;
+    }
+    /* The passes still queued (after a stop) finish before the session moves on. */
+    if ((e = cudaEventRecord(gs->done, gs->stream)) != cudaSuccess) {
+        rc = rc ? rc : nvl__gpu_cuda_err(e, "greedy loop");
+    } else {
+        const int rc2 = nvl__gpu_event_wait(gs->done);
+        rc = rc ? rc : rc2;
+    }
+    if (!rc) {
+        *n_eval = seen;
+        if (launched == seen) {
+            const size_t bytes = (size_t)hp->n_vocab * sizeof(float);
+            if ((e = cudaMemcpyAsync(gs->h_logits, gs->logits, bytes, cudaMemcpyDeviceToHost,
+                                     gs->stream)) != cudaSuccess ||
+                (e = cudaEventRecord(gs->done, gs->stream)) != cudaSuccess)
+                rc = nvl__gpu_cuda_err(e, "logits copy");
+            else if (!(rc = nvl__gpu_event_wait(gs->done))) {
+                memcpy(logits, gs->h_logits, bytes);
+                *logits_kept = true;
+            }
+        }
+    }
+out:
+    pthread_mutex_unlock(&gm->lock);
+    return rc;
 }
 
 int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, int32_t n_tok,

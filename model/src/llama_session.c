@@ -219,6 +219,56 @@ int nvl_session_truncate(struct nvl_session *s, int32_t n_past)
     return 0;
 }
 
+/* Records each token nvl_session_greedy() picks where it will sit if evaluated, and asks the
+ * caller's callback. */
+struct greedy_ctx {
+    struct nvl_session *s;
+    int32_t picked;
+    nvl_greedy_fn next;
+    void *ctx;
+};
+
+static bool greedy_next(void *ctx, int32_t token)
+{
+    struct greedy_ctx *g = ctx;
+    const int32_t at = g->s->n_past + 1 + g->picked++;
+    if (at < g->s->n_ctx)
+        g->s->tokens[at] = token;
+    return g->next(g->ctx, token);
+}
+
+int nvl_session_greedy(struct nvl_session *s, int32_t token, int32_t steps, nvl_greedy_fn next,
+                       void *ctx)
+{
+    if (!s->gpu)
+        return -ENOTSUP;
+    if (token < 0 || token >= s->hp->n_vocab || steps < 1 || !next)
+        return -EINVAL;
+    if (s->n_past >= s->n_ctx)
+        return -ENOSPC;
+    if (steps > s->n_ctx - s->n_past)
+        steps = s->n_ctx - s->n_past;
+    if (s->logits_cap < 1) {
+        float *l = realloc(s->logits, (size_t)s->hp->n_vocab * sizeof(float));
+        if (!l)
+            return -ENOMEM;
+        s->logits = l;
+        s->logits_cap = 1;
+    }
+    struct greedy_ctx g = {.s = s, .next = next, .ctx = ctx};
+    int32_t n_eval = 0;
+    bool kept = false;
+    const int rc = nvl__gpu_session_greedy(s->gpu, token, s->n_past, steps, greedy_next, &g,
+                                           &n_eval, &kept, s->logits);
+    if (rc)
+        return rc;
+    s->tokens[s->n_past] = token;
+    s->n_past += n_eval;
+    s->logits_first = 0;
+    s->n_logits = kept ? 1 : 0;
+    return 0;
+}
+
 const float *nvl_session_logits(const struct nvl_session *s, int32_t i)
 {
     if (s->n_logits == 0)

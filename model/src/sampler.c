@@ -206,6 +206,13 @@ static float cand_softmax(struct sampler_cand *c, int32_t n, float temp)
     return pmax;
 }
 
+bool nvl_sampler_is_argmax(const struct nvl_sampler *s)
+{
+    const struct nvl_sampler_params *prm = &s->params;
+    const bool penalty = prm->repeat_penalty != 1.0f && prm->repeat_last_n > 0;
+    return !penalty && (prm->temperature <= 0.0f || prm->top_k == 1);
+}
+
 int32_t nvl_sampler_sample(struct nvl_sampler *s, const float *logits)
 {
     const struct nvl_sampler_params *prm = &s->params;

@@ -79,6 +79,67 @@ static int run_greedy(struct nvl_llama_model *model, struct nvl_gpu_model *gpu,
     return rc;
 }
 
+/* nvl_session_greedy's callback: records the tokens, stops after `stop_at` of them (0: never). */
+struct picks {
+    int32_t tokens[N_GEN + 1];
+    int32_t n, stop_at;
+};
+
+static bool pick_token(void *ctx, int32_t token)
+{
+    struct picks *p = ctx;
+    if (p->n <= N_GEN)
+        p->tokens[p->n] = token;
+    p->n++;
+    return p->stop_at == 0 || p->n < p->stop_at;
+}
+
+/* The GPU's own greedy loop (nvl_session_greedy) against the CPU-driven GPU run `ref`: the same
+ * tokens and, where no pass ran past the last kept one, the same logits bits; after a stop (passes
+ * queued past it), evaluating on from the kept tokens must give ref's logits again. */
+static void check_gpu_greedy(const char *name, struct nvl_llama_model *model,
+                             struct nvl_gpu_model *gm, const int32_t *prompt, int32_t n_prompt,
+                             const struct run *ref)
+{
+    const int32_t nv = nvl_llama_hparams(model)->n_vocab;
+    const size_t lb = (size_t)nv * sizeof(float);
+    for (int pass = 0; pass < 2; pass++) {
+        struct nvl_session_params sp;
+        nvl_session_params_default(&sp);
+        sp.n_ctx = 256;
+        sp.gpu = gm;
+        struct nvl_session *s;
+        if (nvl_session_create(model, &sp, &s)) {
+            CHECK(0, "%s: session", name);
+            return;
+        }
+        struct picks p = {.stop_at = pass ? 10 : 0};
+        int rc = nvl_session_eval(s, prompt, n_prompt, false);
+        if (!rc)
+            rc = nvl_session_greedy(s, ref->tokens[0], N_GEN, pick_token, &p);
+        CHECK(rc == 0, "%s: nvl_session_greedy: %s", name, nvl_strerror(rc));
+        const int32_t kept = pass ? 10 : N_GEN;
+        bool same = rc == 0 && p.n == kept && nvl_session_n_past(s) == n_prompt + kept;
+        for (int32_t i = 0; same && i < kept && i + 1 < N_GEN; i++)
+            same = p.tokens[i] == ref->tokens[i + 1];
+        const float *l = nvl_session_logits(s, -1);
+        if (!pass) {
+            same = same && l && memcmp(l, ref->logits + (size_t)N_GEN * nv, lb) == 0;
+        } else {
+            /* Passes were queued past the stop: no logits kept; evaluating the token it stopped
+             * at continues the run exactly. */
+            same = same && !l && nvl_session_eval(s, &p.tokens[kept - 1], 1, false) == 0;
+            l = nvl_session_logits(s, -1);
+            same = same && l && memcmp(l, ref->logits + (size_t)(kept + 1) * nv, lb) == 0;
+        }
+        CHECK(same, "%s: the GPU's greedy loop (%s) differs from the CPU-driven GPU run", name,
+              pass ? "stopped at 10" : "to the end");
+        printf("%s: GPU greedy loop (%s): %s\n", name, pass ? "stopped at token 10" : "48 tokens",
+               same ? "same tokens and logits as the CPU-driven run" : "DIFFERENT");
+        nvl_session_destroy(s);
+    }
+}
+
 static struct nvl_gpu_model *gpu_place(struct nvl_llama_model *model, struct nvl_loader *l,
                                        int32_t vram_layers, int64_t ram_budget)
 {
@@ -256,6 +317,7 @@ static void check_model(const char *name, const char *path, const char *text)
                same ? "bit-identical to" : "DIFFERENT from");
         free(sep.logits);
     }
+    check_gpu_greedy(name, model, gm, prompt, (int32_t)n_prompt, &gpu);
     double worst = 0.0, worst_abs = 0.0;
     for (int i = 0; i <= N_GEN; i++) {
         const float *a = cpu.logits + (size_t)i * nv, *b = gpu_forced.logits + (size_t)i * nv;

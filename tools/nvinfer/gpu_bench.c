@@ -37,6 +37,22 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec * 1e-6;
 }
 
+/* The GPU's greedy loop against the CPU loop's tokens: every token it picks must be the one the
+ * CPU's argmax picked at that step. */
+struct gpu_pick {
+    const int32_t *want;
+    int32_t n, seen, differ;
+};
+
+static bool gpu_pick_check(void *ctx, int32_t token)
+{
+    struct gpu_pick *p = ctx;
+    if (p->seen < p->n && token != p->want[p->seen])
+        p->differ++;
+    p->seen++;
+    return true;
+}
+
 static int32_t argmax(const float *l, int32_t n)
 {
     int32_t best = 0;
@@ -58,8 +74,12 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
         return 2;
     }
     int32_t *pp = malloc((size_t)n_pp * sizeof(*pp));
-    if (!pp)
+    int32_t *picked = malloc((size_t)(n_tg + 1) * sizeof(*picked));
+    if (!pp || !picked) {
+        free(pp);
+        free(picked);
         return 1;
+    }
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (int32_t i = 0; i < n_pp; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -76,6 +96,9 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
         rc = nvl_session_eval(s, pp, n_pp < 32 ? n_pp : 32, false);
         if (!rc)
             rc = nvl_session_eval(s, pp, 1, false);
+        struct gpu_pick none = {.n = 0};
+        if (!rc && (rc = nvl_session_greedy(s, pp[0], 2, gpu_pick_check, &none)) == -ENOTSUP)
+            rc = 0;
         nvl_session_truncate(s, 0);
     }
 
@@ -85,19 +108,55 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
     const double t_pp = now_s() - t0;
     nvl_session_truncate(s, 0);
 
+    /* Generation, the CPU loop: each token's logits copied back, argmax on the CPU, the next
+     * pass launched by the CPU. */
     int32_t tok = pp[0];
     if (!rc)
         rc = nvl_session_eval(s, &tok, 1, false);
-    const double c0 = cpu_s();
+    double c0 = cpu_s();
     t0 = now_s();
     for (int32_t i = 0; i < n_tg && !rc; i++) {
-        tok = argmax(nvl_session_logits(s, -1), hp->n_vocab);
+        tok = picked[i] = argmax(nvl_session_logits(s, -1), hp->n_vocab);
         rc = nvl_session_eval(s, &tok, 1, false);
     }
-    const double t_tg = now_s() - t0, c_tg = cpu_s() - c0;
+    if (!rc)
+        picked[n_tg] = argmax(nvl_session_logits(s, -1), hp->n_vocab);
+    const double t_cpu_loop = now_s() - t0, c_cpu_loop = cpu_s() - c0;
+    double t_tg = t_cpu_loop, c_tg = c_cpu_loop;
+
+    /* The same n_tg passes with the GPU picking the tokens (nvl_session_greedy): the CPU only
+     * queues passes ahead and reads tokens back. Not where layers stream (-ENOTSUP). */
+    struct gpu_pick pick = {.want = picked + 1, .n = n_tg};
+    bool gpu_loop = false;
+    if (!rc) {
+        nvl_session_truncate(s, 0);
+        tok = pp[0];
+        rc = nvl_session_eval(s, &tok, 1, false);
+    }
+    if (!rc) {
+        c0 = cpu_s();
+        t0 = now_s();
+        tok = argmax(nvl_session_logits(s, -1), hp->n_vocab);
+        rc = nvl_session_greedy(s, tok, n_tg, gpu_pick_check, &pick);
+        if (rc == 0) {
+            gpu_loop = true;
+            t_tg = now_s() - t0;
+            c_tg = cpu_s() - c0;
+        } else if (rc == -ENOTSUP) {
+            rc = 0;
+        }
+    }
     free(pp);
+    free(picked);
     if (rc) {
         fprintf(stderr, "nvinfer: benchmark eval failed: %s\n", nvl_strerror(rc));
+        return 1;
+    }
+    if (gpu_loop && (pick.seen != n_tg || pick.differ)) {
+        fprintf(stderr,
+                "nvinfer: the GPU's greedy loop picked %d of %d tokens differently from the CPU "
+                "loop (%d picked)\n",
+                pick.differ, n_tg, pick.seen);
         return 1;
     }
 
@@ -128,8 +187,13 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
            "GB/s\n",
            d2d / 1e9, h2d / 1e9);
     printf("prompt processing: %d tokens in %.3f s = %.1f tok/s\n", n_pp, t_pp, ppr);
-    printf("generation:        %d tokens in %.3f s = %.2f tok/s, CPU %.2f ms per token\n", n_tg,
-           t_tg, tg, c_tg / n_tg * 1e3);
+    printf("generation:        %d tokens in %.3f s = %.2f tok/s, CPU %.2f ms per token (%s)\n",
+           n_tg, t_tg, tg, c_tg / n_tg * 1e3,
+           gpu_loop ? "tokens picked on the GPU" : "tokens picked on the CPU");
+    if (gpu_loop)
+        printf("  CPU loop:        %d tokens in %.3f s = %.2f tok/s, CPU %.2f ms per token (logits "
+               "copied back, argmax on the CPU; the same tokens)\n",
+               n_tg, t_cpu_loop, n_tg / t_cpu_loop, c_cpu_loop / n_tg * 1e3);
     printf("HBM roofline:      %.1f tok/s; generation is %.0f%% of it\n", roof, 100.0 * tg / roof);
     double bound = 0.0;
     if (ram_b > 0 && h2d > 0) {
@@ -144,9 +208,9 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
     }
     printf(
         "gpu-bench: pp=%.1f tg=%.3f roof=%.1f d2d_gbs=%.1f h2d_gbs=%.2f bytes=%.0f ram_bytes=%.0f "
-        "stream_bytes=%.0f bound=%.3f cpu_ms=%.3f vram_layers=%d\n",
+        "stream_bytes=%.0f bound=%.3f cpu_ms=%.3f vram_layers=%d tg_cpu_loop=%.3f gpu_loop=%d\n",
         ppr, tg, roof, d2d / 1e9, h2d / 1e9, bytes, ram_b, str_b, bound, c_tg / n_tg * 1e3,
-        st.layers[0]);
+        st.layers[0], n_tg / t_cpu_loop, gpu_loop ? 1 : 0);
     return 0;
 }
 

@@ -154,7 +154,25 @@ const int32_t *nvl_session_tokens(const struct nvl_session *session);
  * re-evaluated from a common prefix. -EINVAL when n_past is beyond the current one. */
 int nvl_session_truncate(struct nvl_session *session, int32_t n_past);
 
+/* Called with each token nvl_session_greedy() picks: true to go on (the token is evaluated next),
+ * false to stop there (it is not). */
+typedef bool (*nvl_greedy_fn)(void *ctx, int32_t token);
+
+/* Greedy decoding with the GPU picking each token: evaluates `token`, then each token `next`
+ * accepts, at most `steps` evaluations in all; every token is the argmax of the logits before it
+ * (the first index on ties, as nvl_sampler_sample greedy), found on the GPU and fed to the next
+ * pass there, so the CPU only queues passes ahead and reads the tokens back. next() sees every
+ * token picked, the one after the last evaluation included. Afterwards the session holds the
+ * evaluated tokens, and the logits of the last one unless a stop left passes queued past it
+ * (nvl_session_logits() then returns NULL). Returns 0; -ENOTSUP where the session cannot (a CPU
+ * session, layers outside VRAM, CUDA graphs off or unavailable), nothing evaluated: sample on
+ * the CPU instead; -ENOSPC when not one more token fits the context; -EINVAL; -EIO. */
+int nvl_session_greedy(struct nvl_session *session, int32_t token, int32_t steps,
+                       nvl_greedy_fn next, void *ctx);
+
 /* ------------------------------------------------------------------------------------------ */
+/* Generation */ /* ------------------------------------------------------------------------------------------
+                  */
 /* Generation */
 
 enum nvl_stop_reason {

@@ -9,6 +9,7 @@
 #ifndef NVL_MODEL_SAMPLER_H
 #define NVL_MODEL_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -40,6 +41,10 @@ void nvl_sampler_destroy(struct nvl_sampler *sampler);
 /* Picks a token from n_vocab logits (not modified). Tokens whose logit is -INFINITY are never
  * picked unless every logit is. */
 int32_t nvl_sampler_sample(struct nvl_sampler *sampler, const float *logits);
+
+/* Whether this sampler always picks the first index of the largest logit (greedy, no repetition
+ * penalty): then the GPU may pick the tokens itself (nvl_session_greedy). */
+bool nvl_sampler_is_argmax(const struct nvl_sampler *sampler);
 
 /* Records a token that became part of the context (prompt or generated), for the penalty. */
 void nvl_sampler_accept(struct nvl_sampler *sampler, int32_t token);
