@@ -5,9 +5,12 @@
  * RoPE + KV store -> attention -> output product accumulated into the residual -> RMSNorm ->
  * gate/up products -> SwiGLU -> down product accumulated into the residual. Batches of
  * GPU_GEMM_MIN_TOK tokens or more run the products through cuBLAS, smaller ones through the
- * fused dequantize + matrix-vector kernels. A single-token pass over a model whose layers are all
+ * fused dequantize + matrix-vector kernels, where RMSNorm runs in the products' prologues, RoPE
+ * in the attention launch (one token) and SwiGLU in the gate/up launch: five launches a layer,
+ * each giving the separate kernels' bits. A single-token pass over a model whose layers are all
  * in VRAM is captured once as a CUDA graph and replayed (the position and the token id live in
- * device memory), which removes the launch cost of ~10 kernels per layer. */
+ * device memory); with the greedy argmax after it, the graph also drives nvl_session_greedy's
+ * loop, in which the GPU feeds each token to the next pass itself. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
