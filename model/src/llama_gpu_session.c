@@ -523,7 +523,6 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
     if (steps < 1 || pos0 < 0 || pos0 + steps > gs->n_ctx || token < 0 || token >= hp->n_vocab)
         return -EINVAL;
     cudaSetDevice(gm->p.device);
-    pthread_mutex_lock(&gm->lock);
     int rc = 0;
     cudaError_t e;
     const struct nvl_k_feed feed = {
@@ -533,10 +532,15 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
         .ring = gs->ring,
         .ring_mask = GPU_RING - 1,
     };
-    if (!gs->step_graph && capture_pass(gs, &feed, &gs->step_graph)) {
+    /* The model lock only for the capture (it walks the placement and the kernels' launch
+     * setup). The replays touch this session's buffers and stream and the resident weights,
+     * which nothing changes, so other sessions' passes go on meanwhile. */
+    pthread_mutex_lock(&gm->lock);
+    if (!gs->step_graph && capture_pass(gs, &feed, &gs->step_graph))
         rc = -ENOTSUP;
-        goto out;
-    }
+    pthread_mutex_unlock(&gm->lock);
+    if (rc)
+        return rc;
     gs->h_in[0] = token;
     gs->h_in[gs->n_batch] = pos0;
     gs->ring[GPU_RING] = 0;
@@ -545,8 +549,7 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
         (e = cudaMemcpyAsync(gs->pos, gs->h_in + gs->n_batch, sizeof(int32_t),
                              cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess ||
         (e = cudaMemsetAsync(gs->count, 0, sizeof(int32_t), gs->stream)) != cudaSuccess) {
-        rc = nvl__gpu_cuda_err(e, "greedy loop start");
-        goto out;
+        return nvl__gpu_cuda_err(e, "greedy loop start");
     }
     /* Passes go out GPU_AHEAD ahead of the token read back, so the GPU never waits for the CPU;
      * a stop costs the passes already queued (their KV rows lie past the kept ones). */
@@ -588,8 +591,6 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
             }
         }
     }
-out:
-    pthread_mutex_unlock(&gm->lock);
     return rc;
 }
 
