@@ -190,8 +190,8 @@ if want resident; then
         run "resident_$t" 300 "$BIN/nvinfer" -m "$f" --benchmark -n "$NTG" -c 2048 -v
         o=$OUT/resident_$t.out
         tg=$(field "$o" tg) roof=$(field "$o" roof) pp=$(field "$o" pp)
-        cl=$(field "$o" tg_cpu_loop)
-        row "| 8B $t resident | pp512 ${pp:-?} tok/s | tg$NTG ${tg:-?} tok/s (tokens picked on the GPU; CPU loop ${cl:-?}) | roofline ${roof:-?} tok/s ($(field "$o" d2d_gbs) GB/s d2d) | $(pct "${tg:-0}" "${roof:-0}") |"
+        cl=$(field "$o" tg_cpu_loop) ts=$(field "$o" tg_sampled)
+        row "| 8B $t resident | pp512 ${pp:-?} tok/s | tg$NTG ${tg:-?} tok/s (tokens picked on the GPU; sampled on the GPU ${ts:-?}; CPU loop ${cl:-?}) | roofline ${roof:-?} tok/s ($(field "$o" d2d_gbs) GB/s d2d) | $(pct "${tg:-0}" "${roof:-0}") |"
         [ "$t" != q4_K ] && rm -f "$f"
     done
 fi

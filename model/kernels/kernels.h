@@ -202,21 +202,6 @@ int nvl__k_swiglu_quantize(float *g, const float *u, int64_t n, int32_t n_tok, e
 /* Index of the largest of n values (the first one on ties) into *out. */
 int nvl__k_argmax(const float *x, int32_t n, int32_t *out, cudaStream_t stream);
 
-/* Greedy decoding on the GPU (nvl__k_argmax_feed): the argmax of the pass's logits goes to
- * ids[0] as the next pass's token, *pos advances by one, and the token is published to the host
- * in ring (host-mapped memory: ring[count & ring_mask] = token, then ring[ring_mask + 1] = the
- * new count, after a system-wide fence), so the CPU can queue passes ahead of the GPU and read
- * the tokens as they come. ring_mask + 1 is a power of two. */
-struct nvl_k_feed {
-    int32_t *ids;
-    int32_t *pos;
-    int32_t *count; /* tokens chosen so far (device memory) */
-    volatile int32_t *ring;
-    int32_t ring_mask;
-};
-int nvl__k_argmax_feed(const float *logits, int32_t n, const struct nvl_k_feed *f,
-                       cudaStream_t stream);
-
 /* Top-k / top-p / min-p / temperature sampling of n logits, the CPU sampler's stages and order
  * (sampler.h) without the repetition penalty: the top_k candidates (1 <= top_k <= 1024, ties to
  * the smaller id) sorted by logit, cut by top_p and min_p at temperature 1, softmax at
@@ -233,6 +218,26 @@ struct nvl_k_sample {
 };
 int nvl__k_sample(const float *logits, int32_t n, const struct nvl_k_sample *p, int32_t *out,
                   cudaStream_t stream);
+
+/* Decoding on the GPU (nvl__k_argmax_feed): the argmax (or the sample) of the pass's logits goes to
+ * ids[0] as the next pass's token, *pos advances by one, and the token is published to the host
+ * in ring (host-mapped memory: ring[count & ring_mask] = token, then ring[ring_mask + 1] = the
+ * new count, after a system-wide fence), so the CPU can queue passes ahead of the GPU and read
+ * the tokens as they come. ring_mask + 1 is a power of two. */
+struct nvl_k_feed {
+    int32_t *ids;
+    int32_t *pos;
+    int32_t *count; /* tokens chosen so far (device memory) */
+    volatile int32_t *ring;
+    int32_t ring_mask;
+    /* Sampling instead of argmax (nvl__k_sample's stages): the parameters (u unused) and the
+     * draws, draws[count & ring_mask] for the token being picked, both host-mapped and read when
+     * the kernel runs, so one captured graph serves any parameters. NULL: argmax. */
+    const volatile struct nvl_k_sample *sample;
+    const volatile double *draws;
+};
+int nvl__k_argmax_feed(const float *logits, int32_t n, const struct nvl_k_feed *f,
+                       cudaStream_t stream);
 
 /* Programmatic dependent launch (Hopper): while on for the calling thread, the decode kernels
  * are launched so that each may start before the one ahead of it in the stream has finished. A

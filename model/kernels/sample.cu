@@ -74,21 +74,26 @@ static __global__ void __launch_bounds__(SMP_THREADS)
         *out = bi;
 }
 
-/* Greedy feedback: the token chosen becomes the next pass's input and is published to the host
- * (the token first, then, after a system-wide fence, the count that makes it visible). */
+/* The decode loop's feedback (one thread): the token picked becomes the next pass's input, the
+ * position advances, and the token is published to the host (the token first, then, after a
+ * system-wide fence, the count that makes it visible). */
+static __device__ void smp_feed(const struct nvl_k_feed &f, int token)
+{
+    const int32_t i = *f.count;
+    f.ids[0] = token;
+    *f.pos += 1;
+    f.ring[i & f.ring_mask] = token;
+    __threadfence_system();
+    f.ring[f.ring_mask + 1] = i + 1;
+    *f.count = i + 1;
+}
+
 static __global__ void __launch_bounds__(SMP_THREADS)
     k_argmax_feed(const float *__restrict__ x, int32_t n, struct nvl_k_feed f)
 {
     const int bi = smp_argmax(x, n);
-    if (threadIdx.x == 0) {
-        const int32_t i = *f.count;
-        f.ids[0] = bi;
-        *f.pos += 1;
-        f.ring[i & f.ring_mask] = bi;
-        __threadfence_system();
-        f.ring[f.ring_mask + 1] = i + 1;
-        *f.count = i + 1;
-    }
+    if (threadIdx.x == 0)
+        smp_feed(f, bi);
 }
 
 struct smp_shared {
@@ -126,11 +131,28 @@ static __device__ float smp_softmax(struct smp_shared *s, int n, float temp)
     return pmax;
 }
 
+/* FEED: the decode loop's sampling step; the parameters and this token's draw are read from the
+ * host-mapped memory f names (so one captured graph serves any parameters), and the token goes
+ * to smp_feed instead of *out. */
+template <bool FEED>
 static __global__ void __launch_bounds__(SMP_THREADS)
-    k_sample(const float *__restrict__ logits, int32_t n, struct nvl_k_sample p, int32_t *out)
+    k_sample(const float *__restrict__ logits, int32_t n, struct nvl_k_sample p, int32_t *out,
+             struct nvl_k_feed f)
 {
     __shared__ struct smp_shared s;
+    __shared__ struct nvl_k_sample fp;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    if (FEED) {
+        if (tid == 0) {
+            fp.top_k = f.sample->top_k;
+            fp.top_p = f.sample->top_p;
+            fp.min_p = f.sample->min_p;
+            fp.temperature = f.sample->temperature;
+            fp.u = f.draws[*f.count & f.ring_mask];
+        }
+        __syncthreads();
+        p = fp;
+    }
     const int k = p.top_k;
 
     /* 1. Radix select of the k-th largest key, 8 bits per pass from the top. */
@@ -240,8 +262,12 @@ static __global__ void __launch_bounds__(SMP_THREADS)
 
     /* 4. The CPU sampler's stages on the sorted list. */
     if (p.temperature <= 0.0f || k == 1 || s.cl[0] == -INFINITY) {
-        if (tid == 0)
-            *out = s.ci[0];
+        if (tid == 0) {
+            if (FEED)
+                smp_feed(f, s.ci[0]);
+            else
+                *out = s.ci[0];
+        }
         return;
     }
     int cnt = k;
@@ -289,7 +315,10 @@ static __global__ void __launch_bounds__(SMP_THREADS)
                 break;
             }
         }
-        *out = pick;
+        if (FEED)
+            smp_feed(f, pick);
+        else
+            *out = pick;
     }
 }
 
@@ -306,6 +335,15 @@ extern "C" int nvl__k_argmax_feed(const float *logits, int32_t n, const struct n
 {
     if (n < 1 || !f->ids || !f->pos || !f->count || !f->ring || (f->ring_mask & (f->ring_mask + 1)))
         return -EINVAL;
+    if (f->sample) {
+        /* The parameters are read when the kernel runs: checked by the caller (n >= 2, top_k in
+         * [1, min(1024, n - 1)], as nvl__k_sample checks them). */
+        if (n < 2 || !f->draws)
+            return -EINVAL;
+        const struct nvl_k_sample unused = {};
+        k_sample<true><<<1, SMP_THREADS, 0, stream>>>(logits, n, unused, NULL, *f);
+        return nvl__k_launch_check("sample_feed");
+    }
     k_argmax_feed<<<1, SMP_THREADS, 0, stream>>>(logits, n, *f);
     return nvl__k_launch_check("argmax_feed");
 }
@@ -317,6 +355,7 @@ extern "C" int nvl__k_sample(const float *logits, int32_t n, const struct nvl_k_
         return -EINVAL;
     if (p->top_k < 1 || p->top_k > SMP_MAX_K || p->top_k >= n)
         return -ENOTSUP;
-    k_sample<<<1, SMP_THREADS, 0, stream>>>(logits, n, *p, out);
+    const struct nvl_k_feed none = {};
+    k_sample<false><<<1, SMP_THREADS, 0, stream>>>(logits, n, *p, out, none);
     return nvl__k_launch_check("sample");
 }

@@ -82,9 +82,9 @@ int nvl_generate(struct nvl_session *session, struct nvl_sampler *sampler, const
 
     struct gen_ctx g = {
         .sampler = sampler, .params = params, .on_token = on_token, .ctx = ctx, .st = &st};
-    /* Greedy sampling on a GPU session: after the first token, the GPU picks the rest itself
-     * (nvl_session_greedy), the CPU off the loop; -ENOTSUP falls back to this loop. */
-    bool gpu_greedy = nvl_sampler_is_argmax(sampler);
+    /* On a GPU session, after the first token, the GPU picks the rest itself
+     * (nvl_session_sample_gpu), the CPU off the loop; -ENOTSUP falls back to this loop. */
+    bool gpu_loop = true;
     for (;;) {
         if (params->n_predict >= 0 && st.n_generated >= params->n_predict) {
             st.stop = NVL_STOP_LENGTH;
@@ -93,11 +93,12 @@ int nvl_generate(struct nvl_session *session, struct nvl_sampler *sampler, const
         const int32_t token = nvl_sampler_sample(sampler, nvl_session_logits(session, -1));
         if (!gen_take(&g, token))
             break;
-        if (gpu_greedy) {
+        if (gpu_loop) {
             /* Evaluations left: one per token still to be generated after this one. */
             const int32_t steps =
                 params->n_predict >= 0 ? params->n_predict - st.n_generated : INT32_MAX;
-            rc = nvl_session_greedy(session, token, steps > 0 ? steps : 1, gen_take_gpu, &g);
+            rc = nvl_session_sample_gpu(session, sampler, token, steps > 0 ? steps : 1,
+                                        gen_take_gpu, &g);
             if (rc != -ENOTSUP) {
                 if (rc == -ENOSPC) {
                     rc = 0;
@@ -109,7 +110,7 @@ int nvl_generate(struct nvl_session *session, struct nvl_sampler *sampler, const
                 }
                 break;
             }
-            gpu_greedy = false;
+            gpu_loop = false;
         }
         rc = nvl_session_eval(session, &token, 1, false);
         if (rc == -ENOSPC) {

@@ -8,6 +8,7 @@
 
 #include "nvl_model/gpu.h"
 #include "nvl_model/llama.h"
+#include "nvl_model/sampler.h"
 
 struct nvl_gpu_session;
 
@@ -21,15 +22,26 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs);
  * CUDA call or a streamed read failed. */
 int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, int32_t n_tok,
                              int32_t pos0, int32_t out_first, float *logits);
-/* Greedy decoding with the GPU choosing each token (nvl_session_greedy): evaluates `token` at
- * pos0, then each token the GPU picks (argmax of the pass before) that next() accepts, at most
- * `steps` passes; next() sees every token picked. *n_eval: passes whose token was kept (the
- * first, then each accepted one). *logits_kept: no pass ran past the last kept one, and its
- * logits are in `logits`. -ENOTSUP where this session cannot (layers outside VRAM, graphs off
- * or unavailable): nothing ran. */
+/* How the GPU picks the tokens of nvl__gpu_session_greedy: argmax when NULL, else
+ * nvl_sampler_sample's stages with these parameters (no repetition penalty; 1 <= top_k <=
+ * min(1024, n_vocab - 1)) and the i-th token's draw nvl_sampler_peek_draw(sampler, i). */
+struct nvl_gpu_sampling {
+    int32_t top_k;
+    float top_p;
+    float min_p;
+    float temperature;
+    const struct nvl_sampler *sampler;
+};
+
+/* Decoding with the GPU picking each token (nvl_session_greedy, nvl_session_sample_gpu):
+ * evaluates `token` at pos0, then each token the GPU picks from the pass before that next()
+ * accepts, at most `steps` passes; next() sees every token picked. *n_eval: passes whose token
+ * was kept (the first, then each accepted one), which is also the number of tokens picked.
+ * *logits_kept: no pass ran past the last kept one, and its logits are in `logits`. -ENOTSUP
+ * where this session cannot (layers outside VRAM, graphs off or unavailable): nothing ran. */
 int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
-                            nvl_greedy_fn next, void *ctx, int32_t *n_eval, bool *logits_kept,
-                            float *logits);
+                            const struct nvl_gpu_sampling *sampling, nvl_greedy_fn next, void *ctx,
+                            int32_t *n_eval, bool *logits_kept, float *logits);
 
 #ifdef NVL_HAVE_CUDA
 

@@ -748,10 +748,11 @@ int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, 
 }
 
 int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
-                            nvl_greedy_fn next, void *ctx, int32_t *n_eval, bool *logits_kept,
-                            float *logits)
+                            const struct nvl_gpu_sampling *sampling, nvl_greedy_fn next, void *ctx,
+                            int32_t *n_eval, bool *logits_kept, float *logits)
 {
     (void)gs;
+    (void)sampling;
     (void)token;
     (void)pos0;
     (void)steps;

@@ -56,9 +56,11 @@ struct nvl_gpu_session {
     bool fuse;
     /* Greedy decoding on the GPU (nvl__gpu_session_greedy): a pass and the argmax that feeds
      * it its next token, as one graph; tokens come back through a host-mapped ring. */
-    cudaGraphExec_t step_graph;
-    int32_t *count;         /* device: tokens picked in this run */
-    volatile int32_t *ring; /* host-mapped: [GPU_RING] tokens, then the published count */
+    cudaGraphExec_t step_graph[2]; /* [0] argmax, [1] sampling */
+    int32_t *count;                /* device: tokens picked in this run */
+    volatile int32_t *ring;        /* host-mapped: [GPU_RING] tokens, then the published count */
+    volatile struct nvl_k_sample *sample; /* host-mapped: the sampling loop's parameters */
+    volatile double *draws;               /* host-mapped: [GPU_RING] its draws */
 };
 
 struct gs_dims {
@@ -150,6 +152,10 @@ int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_b
                            cudaHostAllocDefault)) != cudaSuccess ||
         (e = cudaHostAlloc((void **)&gs->ring, (GPU_RING + 1) * sizeof(int32_t),
                            cudaHostAllocMapped)) != cudaSuccess ||
+        (e = cudaHostAlloc((void **)&gs->sample, sizeof(struct nvl_k_sample),
+                           cudaHostAllocMapped)) != cudaSuccess ||
+        (e = cudaHostAlloc((void **)&gs->draws, GPU_RING * sizeof(double), cudaHostAllocMapped)) !=
+            cudaSuccess ||
         (e = cudaEventCreateWithFlags(&gs->done, cudaEventDisableTiming)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&gs->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         rc = nvl__gpu_cuda_err(e, "session stream");
@@ -175,8 +181,9 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs)
         cudaStreamSynchronize(gs->stream);
     if (gs->graph)
         cudaGraphExecDestroy(gs->graph);
-    if (gs->step_graph)
-        cudaGraphExecDestroy(gs->step_graph);
+    for (int i = 0; i < 2; i++)
+        if (gs->step_graph[i])
+            cudaGraphExecDestroy(gs->step_graph[i]);
     nvl__k_gemm_destroy(gs->gemm);
     void *bufs[] = {gs->k_cache, gs->v_cache, gs->x,    gs->xn,  gs->q,      gs->k,
                     gs->v,       gs->att,     gs->gate, gs->up,  gs->act[0], gs->act[1],
@@ -189,6 +196,10 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs)
         cudaFreeHost(gs->h_logits);
     if (gs->ring)
         cudaFreeHost((void *)gs->ring);
+    if (gs->sample)
+        cudaFreeHost((void *)gs->sample);
+    if (gs->draws)
+        cudaFreeHost((void *)gs->draws);
     if (gs->done)
         cudaEventDestroy(gs->done);
     if (gs->stream)
@@ -511,8 +522,8 @@ static int wait_token(struct nvl_gpu_session *gs, int32_t have)
 }
 
 int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
-                            nvl_greedy_fn next, void *ctx, int32_t *n_eval, bool *logits_kept,
-                            float *logits)
+                            const struct nvl_gpu_sampling *sampling, nvl_greedy_fn next, void *ctx,
+                            int32_t *n_eval, bool *logits_kept, float *logits)
 {
     struct nvl_gpu_model *gm = gs->gm;
     const struct nvl_llama_hparams *hp = gs->hp;
@@ -522,6 +533,9 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
         return -ENOTSUP;
     if (steps < 1 || pos0 < 0 || pos0 + steps > gs->n_ctx || token < 0 || token >= hp->n_vocab)
         return -EINVAL;
+    if (sampling && (sampling->top_k < 1 || sampling->top_k > 1024 ||
+                     sampling->top_k >= hp->n_vocab || !sampling->sampler))
+        return -ENOTSUP; /* what the sampling kernel does not do */
     cudaSetDevice(gm->p.device);
     int rc = 0;
     cudaError_t e;
@@ -531,12 +545,15 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
         .count = gs->count,
         .ring = gs->ring,
         .ring_mask = GPU_RING - 1,
+        .sample = sampling ? gs->sample : NULL,
+        .draws = sampling ? gs->draws : NULL,
     };
+    const int g = sampling ? 1 : 0;
     /* The model lock only for the capture (it walks the placement and the kernels' launch
      * setup). The replays touch this session's buffers and stream and the resident weights,
      * which nothing changes, so other sessions' passes go on meanwhile. */
     pthread_mutex_lock(&gm->lock);
-    if (!gs->step_graph && capture_pass(gs, &feed, &gs->step_graph))
+    if (!gs->step_graph[g] && capture_pass(gs, &feed, &gs->step_graph[g]))
         rc = -ENOTSUP;
     pthread_mutex_unlock(&gm->lock);
     if (rc)
@@ -544,6 +561,12 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
     gs->h_in[0] = token;
     gs->h_in[gs->n_batch] = pos0;
     gs->ring[GPU_RING] = 0;
+    if (sampling) {
+        gs->sample->top_k = sampling->top_k;
+        gs->sample->top_p = sampling->top_p;
+        gs->sample->min_p = sampling->min_p;
+        gs->sample->temperature = sampling->temperature;
+    }
     if ((e = cudaMemcpyAsync(gs->ids, gs->h_in, sizeof(int32_t), cudaMemcpyHostToDevice,
                              gs->stream)) != cudaSuccess ||
         (e = cudaMemcpyAsync(gs->pos, gs->h_in + gs->n_batch, sizeof(int32_t),
@@ -557,7 +580,12 @@ int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t p
     bool go = true;
     while (go && !rc) {
         while (launched < steps && launched < seen + GPU_AHEAD) {
-            if ((e = cudaGraphLaunch(gs->step_graph, gs->stream)) != cudaSuccess) {
+            if (sampling) { /* the draw the CPU sampler would take for this token */
+                gs->draws[launched & (GPU_RING - 1)] =
+                    nvl_sampler_peek_draw(sampling->sampler, launched);
+                __atomic_thread_fence(__ATOMIC_RELEASE);
+            }
+            if ((e = cudaGraphLaunch(gs->step_graph[g], gs->stream)) != cudaSuccess) {
                 rc = nvl__gpu_cuda_err(e, "graph launch");
                 break;
             }

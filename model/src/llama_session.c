@@ -237,9 +237,12 @@ static bool greedy_next(void *ctx, int32_t token)
     return g->next(g->ctx, token);
 }
 
-int nvl_session_greedy(struct nvl_session *s, int32_t token, int32_t steps, nvl_greedy_fn next,
-                       void *ctx)
+/* nvl_session_greedy and nvl_session_sample_gpu: sampling NULL picks by argmax. */
+static int session_decode_gpu(struct nvl_session *s, const struct nvl_gpu_sampling *sampling,
+                              int32_t token, int32_t steps, nvl_greedy_fn next, void *ctx,
+                              int32_t *n_picked)
 {
+    *n_picked = 0;
     if (!s->gpu)
         return -ENOTSUP;
     if (token < 0 || token >= s->hp->n_vocab || steps < 1 || !next)
@@ -258,15 +261,45 @@ int nvl_session_greedy(struct nvl_session *s, int32_t token, int32_t steps, nvl_
     struct greedy_ctx g = {.s = s, .next = next, .ctx = ctx};
     int32_t n_eval = 0;
     bool kept = false;
-    const int rc = nvl__gpu_session_greedy(s->gpu, token, s->n_past, steps, greedy_next, &g,
-                                           &n_eval, &kept, s->logits);
+    const int rc = nvl__gpu_session_greedy(s->gpu, token, s->n_past, steps, sampling, greedy_next,
+                                           &g, &n_eval, &kept, s->logits);
     if (rc)
         return rc;
     s->tokens[s->n_past] = token;
     s->n_past += n_eval;
     s->logits_first = 0;
     s->n_logits = kept ? 1 : 0;
+    *n_picked = g.picked;
     return 0;
+}
+
+int nvl_session_greedy(struct nvl_session *s, int32_t token, int32_t steps, nvl_greedy_fn next,
+                       void *ctx)
+{
+    int32_t picked;
+    return session_decode_gpu(s, NULL, token, steps, next, ctx, &picked);
+}
+
+int nvl_session_sample_gpu(struct nvl_session *s, struct nvl_sampler *sampler, int32_t token,
+                           int32_t steps, nvl_greedy_fn next, void *ctx)
+{
+    if (nvl_sampler_is_argmax(sampler))
+        return nvl_session_greedy(s, token, steps, next, ctx);
+    const struct nvl_sampler_params *p = nvl_sampler_get_params(sampler);
+    if (p->repeat_penalty != 1.0f && p->repeat_last_n > 0)
+        return -ENOTSUP; /* the penalty edits the logits with the CPU's history */
+    const struct nvl_gpu_sampling sampling = {
+        .top_k = p->top_k,
+        .top_p = p->top_p,
+        .min_p = p->min_p,
+        .temperature = p->temperature,
+        .sampler = sampler,
+    };
+    int32_t picked;
+    const int rc = session_decode_gpu(s, &sampling, token, steps, next, ctx, &picked);
+    if (rc == 0)
+        nvl_sampler_skip_draws(sampler, picked); /* one draw per token, as on the CPU */
+    return rc;
 }
 
 const float *nvl_session_logits(const struct nvl_session *s, int32_t i)

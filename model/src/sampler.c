@@ -206,6 +206,23 @@ static float cand_softmax(struct sampler_cand *c, int32_t n, float temp)
     return pmax;
 }
 
+const struct nvl_sampler_params *nvl_sampler_get_params(const struct nvl_sampler *s)
+{
+    return &s->params;
+}
+
+double nvl_sampler_peek_draw(const struct nvl_sampler *s, int32_t i)
+{
+    /* splitmix64's state only adds its constant each step: i steps ahead is one multiply. */
+    uint64_t state = s->rng + (uint64_t)i * 0x9e3779b97f4a7c15ull;
+    return sampler_rng_uniform(&state);
+}
+
+void nvl_sampler_skip_draws(struct nvl_sampler *s, int32_t n)
+{
+    s->rng += (uint64_t)n * 0x9e3779b97f4a7c15ull;
+}
+
 bool nvl_sampler_is_argmax(const struct nvl_sampler *s)
 {
     const struct nvl_sampler_params *prm = &s->params;

@@ -20,6 +20,7 @@
 
 #include "nvl_driver.h"
 #include "nvl_model.h"
+#include "nvl_model/sampler.h"
 #include "nvl_sim.h"
 
 #define N_GEN 48
@@ -137,6 +138,60 @@ static void check_gpu_greedy(const char *name, struct nvl_llama_model *model,
         printf("%s: GPU greedy loop (%s): %s\n", name, pass ? "stopped at token 10" : "48 tokens",
                same ? "same tokens and logits as the CPU-driven run" : "DIFFERENT");
         nvl_session_destroy(s);
+    }
+}
+
+/* The GPU's sampling loop (nvl_session_sample_gpu: top-k 40, top-p 0.95, min-p 0.05, temperature
+ * 0.8) against the same sampler run on the CPU over the CPU-driven GPU run's logits, which the
+ * loop's passes reproduce bit for bit: the same tokens, the same final logits, and both samplers'
+ * random streams left at the same draw. */
+static void check_gpu_sample(const char *name, struct nvl_llama_model *model,
+                             struct nvl_gpu_model *gm, const int32_t *prompt, int32_t n_prompt)
+{
+    const int32_t nv = nvl_llama_hparams(model)->n_vocab;
+    struct nvl_sampler_params spp;
+    nvl_sampler_params_default(&spp);
+    spp.seed = 1234;
+    struct nvl_session *s[2] = {NULL, NULL};
+    struct nvl_sampler *smp[2] = {NULL, NULL};
+    int32_t want[N_GEN + 1];
+    struct picks p = {.stop_at = 0};
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; i++) {
+        struct nvl_session_params sp;
+        nvl_session_params_default(&sp);
+        sp.n_ctx = 256;
+        sp.gpu = gm;
+        ok = nvl_session_create(model, &sp, &s[i]) == 0 &&
+             nvl_sampler_create(&spp, nv, &smp[i]) == 0 &&
+             nvl_session_eval(s[i], prompt, n_prompt, false) == 0;
+    }
+    /* The CPU's sampler over the CPU-driven passes. */
+    for (int i = 0; ok && i <= N_GEN; i++) {
+        want[i] = nvl_sampler_sample(smp[0], nvl_session_logits(s[0], -1));
+        if (i < N_GEN)
+            ok = nvl_session_eval(s[0], &want[i], 1, false) == 0;
+    }
+    int rc = -1;
+    if (ok) {
+        const int32_t first = nvl_sampler_sample(smp[1], nvl_session_logits(s[1], -1));
+        ok = first == want[0];
+        rc = nvl_session_sample_gpu(s[1], smp[1], first, N_GEN, pick_token, &p);
+    }
+    bool same = ok && rc == 0 && p.n == N_GEN;
+    for (int32_t i = 0; same && i < N_GEN; i++)
+        same = p.tokens[i] == want[i + 1];
+    const float *la = same ? nvl_session_logits(s[0], -1) : NULL;
+    const float *lb = same ? nvl_session_logits(s[1], -1) : NULL;
+    same = same && la && lb && memcmp(la, lb, (size_t)nv * sizeof(float)) == 0 &&
+           nvl_sampler_peek_draw(smp[0], 0) == nvl_sampler_peek_draw(smp[1], 0);
+    CHECK(same, "%s: the GPU's sampling loop differs from the CPU sampler (rc %d, %d tokens)", name,
+          rc, p.n);
+    printf("%s: GPU sampling loop (top-k 40, top-p 0.95, min-p 0.05, temp 0.8, 48 tokens): %s\n",
+           name, same ? "same tokens, logits and random stream as the CPU sampler" : "DIFFERENT");
+    for (int i = 0; i < 2; i++) {
+        nvl_sampler_destroy(smp[i]);
+        nvl_session_destroy(s[i]);
     }
 }
 
@@ -318,6 +373,7 @@ static void check_model(const char *name, const char *path, const char *text)
         free(sep.logits);
     }
     check_gpu_greedy(name, model, gm, prompt, (int32_t)n_prompt, &gpu);
+    check_gpu_sample(name, model, gm, prompt, (int32_t)n_prompt);
     double worst = 0.0, worst_abs = 0.0;
     for (int i = 0; i <= N_GEN; i++) {
         const float *a = cpu.logits + (size_t)i * nv, *b = gpu_forced.logits + (size_t)i * nv;

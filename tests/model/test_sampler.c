@@ -125,6 +125,48 @@ static void test_seed_reproducible(void **state)
     nvl_sampler_destroy(s3);
 }
 
+/* peek_draw(i) is the draw the i-th sample from now takes, and skip_draws(n) leaves the stream
+ * where n samples would: with two equal logits at temperature 1 a sample is token 0 exactly when
+ * its draw is below 0.5, so the samples spell out the draws. Also: is_argmax for greedy
+ * samplers without a penalty only. */
+static void test_draws_peek_and_skip(void **state)
+{
+    (void)state;
+    const float l[2] = {0.0f, 0.0f};
+    struct nvl_sampler *a = make(1.0f, 0, 1.0f, 0.0f, 1.0f, 7, 2);
+    struct nvl_sampler *b = make(1.0f, 0, 1.0f, 0.0f, 1.0f, 7, 2);
+    double peek[300];
+    int below = 0;
+    for (int i = 0; i < 300; i++)
+        peek[i] = nvl_sampler_peek_draw(a, i);
+    for (int i = 0; i < 300; i++) {
+        assert_true(peek[i] >= 0.0 && peek[i] < 1.0);
+        assert_true(nvl_sampler_peek_draw(a, 0) == peek[i]); /* peeking takes nothing */
+        assert_int_equal(nvl_sampler_sample(a, l), peek[i] < 0.5 ? 0 : 1);
+        below += peek[i] < 0.5;
+    }
+    assert_true(below > 100 && below < 200);
+    nvl_sampler_skip_draws(b, 300);
+    assert_true(nvl_sampler_peek_draw(b, 0) == nvl_sampler_peek_draw(a, 0));
+    assert_true(nvl_sampler_peek_draw(b, 5) == nvl_sampler_peek_draw(a, 5));
+    nvl_sampler_destroy(a);
+    nvl_sampler_destroy(b);
+
+    struct nvl_sampler *g = make(0.0f, 40, 0.95f, 0.05f, 1.0f, 1, 2);
+    struct nvl_sampler *k1 = make(0.8f, 1, 0.95f, 0.05f, 1.0f, 1, 2);
+    struct nvl_sampler *pen = make(0.0f, 40, 0.95f, 0.05f, 1.1f, 1, 2);
+    struct nvl_sampler *t = make(0.8f, 40, 0.95f, 0.05f, 1.0f, 1, 2);
+    assert_true(nvl_sampler_is_argmax(g));
+    assert_true(nvl_sampler_is_argmax(k1));
+    assert_false(nvl_sampler_is_argmax(pen));
+    assert_false(nvl_sampler_is_argmax(t));
+    assert_true(nvl_sampler_get_params(t)->temperature == 0.8f);
+    nvl_sampler_destroy(g);
+    nvl_sampler_destroy(k1);
+    nvl_sampler_destroy(pen);
+    nvl_sampler_destroy(t);
+}
+
 static void test_temperature_distribution(void **state)
 {
     (void)state;
@@ -209,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_params_rejected),
         cmocka_unit_test(test_greedy_is_argmax),
         cmocka_unit_test(test_seed_reproducible),
+        cmocka_unit_test(test_draws_peek_and_skip),
         cmocka_unit_test(test_temperature_distribution),
         cmocka_unit_test(test_top_k),
         cmocka_unit_test(test_top_p),

@@ -62,6 +62,26 @@ static int32_t argmax(const float *l, int32_t n)
     return best;
 }
 
+/* n passes from `token` with the GPU sampling each next token (llama.cpp's default sampler, a
+ * fixed seed); *t: their time (NULL: a warm-up). 0, -ENOTSUP, or the error. */
+static int sampled_run(struct nvl_session *s, int32_t n_vocab, int32_t token, int32_t n, double *t)
+{
+    struct nvl_sampler_params sp;
+    nvl_sampler_params_default(&sp);
+    sp.seed = 1;
+    struct nvl_sampler *smp;
+    int rc = nvl_sampler_create(&sp, n_vocab, &smp);
+    if (rc)
+        return rc;
+    struct gpu_pick none = {.n = 0};
+    const double t0 = now_s();
+    rc = nvl_session_sample_gpu(s, smp, token, n, gpu_pick_check, &none);
+    if (t)
+        *t = now_s() - t0;
+    nvl_sampler_destroy(smp);
+    return rc;
+}
+
 int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
 {
     struct nvl_session *s = m->session;
@@ -98,6 +118,11 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
             rc = nvl_session_eval(s, pp, 1, false);
         struct gpu_pick none = {.n = 0};
         if (!rc && (rc = nvl_session_greedy(s, pp[0], 2, gpu_pick_check, &none)) == -ENOTSUP)
+            rc = 0;
+        nvl_session_truncate(s, 0);
+        if (!rc)
+            rc = nvl_session_eval(s, pp, 1, false);
+        if (!rc && (rc = sampled_run(s, hp->n_vocab, pp[0], 2, NULL)) == -ENOTSUP)
             rc = 0;
         nvl_session_truncate(s, 0);
     }
@@ -146,6 +171,16 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
             rc = 0;
         }
     }
+    /* And sampled on the GPU with llama.cpp's default sampler (temperature 0.8, top-k 40,
+     * top-p 0.95, min-p 0.05): the cost of the sampling kernel over the argmax. */
+    double t_sampled = 0.0;
+    if (!rc && gpu_loop) {
+        nvl_session_truncate(s, 0);
+        tok = pp[0];
+        rc = nvl_session_eval(s, &tok, 1, false);
+        if (!rc && (rc = sampled_run(s, hp->n_vocab, tok, n_tg, &t_sampled)) == -ENOTSUP)
+            rc = 0;
+    }
     free(pp);
     free(picked);
     if (rc) {
@@ -190,6 +225,10 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
     printf("generation:        %d tokens in %.3f s = %.2f tok/s, CPU %.2f ms per token (%s)\n",
            n_tg, t_tg, tg, c_tg / n_tg * 1e3,
            gpu_loop ? "tokens picked on the GPU" : "tokens picked on the CPU");
+    if (t_sampled > 0.0)
+        printf("  sampled on GPU:  %d tokens in %.3f s = %.2f tok/s (temperature 0.8, top-k 40, "
+               "top-p 0.95, min-p 0.05)\n",
+               n_tg, t_sampled, n_tg / t_sampled);
     if (gpu_loop)
         printf("  CPU loop:        %d tokens in %.3f s = %.2f tok/s, CPU %.2f ms per token (logits "
                "copied back, argmax on the CPU; the same tokens)\n",
@@ -208,9 +247,11 @@ int nvinfer_gpu_benchmark(const struct nvinfer_opts *o, struct nvinfer_model *m)
     }
     printf(
         "gpu-bench: pp=%.1f tg=%.3f roof=%.1f d2d_gbs=%.1f h2d_gbs=%.2f bytes=%.0f ram_bytes=%.0f "
-        "stream_bytes=%.0f bound=%.3f cpu_ms=%.3f vram_layers=%d tg_cpu_loop=%.3f gpu_loop=%d\n",
+        "stream_bytes=%.0f bound=%.3f cpu_ms=%.3f vram_layers=%d tg_cpu_loop=%.3f gpu_loop=%d "
+        "tg_sampled=%.3f\n",
         ppr, tg, roof, d2d / 1e9, h2d / 1e9, bytes, ram_b, str_b, bound, c_tg / n_tg * 1e3,
-        st.layers[0], n_tg / t_cpu_loop, gpu_loop ? 1 : 0);
+        st.layers[0], n_tg / t_cpu_loop, gpu_loop ? 1 : 0,
+        t_sampled > 0.0 ? n_tg / t_sampled : 0.0);
     return 0;
 }
 

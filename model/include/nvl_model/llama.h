@@ -170,6 +170,15 @@ typedef bool (*nvl_greedy_fn)(void *ctx, int32_t token);
 int nvl_session_greedy(struct nvl_session *session, int32_t token, int32_t steps,
                        nvl_greedy_fn next, void *ctx);
 
+struct nvl_sampler;
+/* The same with the GPU sampling each token as nvl_sampler_sample would (top-k, top-p, min-p,
+ * temperature; the draws taken from the sampler's random stream, which afterwards stands where
+ * sampling those tokens on the CPU would have left it); an argmax sampler goes to
+ * nvl_session_greedy. -ENOTSUP also for what the GPU's sampling kernel does not do (a
+ * repetition penalty, top_k off or above 1024). */
+int nvl_session_sample_gpu(struct nvl_session *session, struct nvl_sampler *sampler, int32_t token,
+                           int32_t steps, nvl_greedy_fn next, void *ctx);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Generation */ /* ------------------------------------------------------------------------------------------
                   */

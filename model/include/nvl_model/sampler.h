@@ -46,6 +46,16 @@ int32_t nvl_sampler_sample(struct nvl_sampler *sampler, const float *logits);
  * penalty): then the GPU may pick the tokens itself (nvl_session_greedy). */
 bool nvl_sampler_is_argmax(const struct nvl_sampler *sampler);
 
+/* The parameters the sampler was created with. */
+const struct nvl_sampler_params *nvl_sampler_get_params(const struct nvl_sampler *sampler);
+
+/* The uniform number in [0, 1) the i-th sample from now draws (i >= 0), without taking it; and
+ * taking n draws, as n samples would. For a sampler run elsewhere (the GPU's sampling loop,
+ * nvl_session_sample_gpu) that must leave the random stream where the CPU would have. A sample
+ * draws once, except a greedy one or one whose logits are all -INFINITY. */
+double nvl_sampler_peek_draw(const struct nvl_sampler *sampler, int32_t i);
+void nvl_sampler_skip_draws(struct nvl_sampler *sampler, int32_t n);
+
 /* Records a token that became part of the context (prompt or generated), for the penalty. */
 void nvl_sampler_accept(struct nvl_sampler *sampler, int32_t token);
 
