@@ -13,6 +13,9 @@
 
 #define SMP_THREADS 1024
 #define SMP_MAX_K   1024
+/* Logits each thread loads before using the first, in the passes over all n: one block walks
+ * 128K logits, so a load-then-use loop would be ~125 memory latencies in a row per pass. */
+#define SMP_AHEAD 8
 
 static __device__ __forceinline__ uint32_t smp_key(float f)
 {
@@ -102,7 +105,7 @@ struct smp_shared {
     int ci[SMP_MAX_K];   /* candidate ids */
     float cp[SMP_MAX_K]; /* candidate probabilities */
     unsigned warp_cnt[2][32];
-    unsigned prefix, remaining, n_gt, n_eq_taken;
+    unsigned prefix, remaining;
     double sum;
     int n;
 };
@@ -163,10 +166,24 @@ static __global__ void __launch_bounds__(SMP_THREADS)
         for (int i = tid; i < 256; i += blockDim.x)
             s.hist[i] = 0;
         __syncthreads();
-        for (int i = tid; i < n; i += blockDim.x) {
-            const uint32_t key = smp_key(logits[i]);
-            if ((key & mask) == prefix)
-                atomicAdd(&s.hist[(key >> shift) & 255u], 1u);
+        /* Logits cluster in a few bins of the top byte: the lanes of a warp that share a bin
+         * add once, their count (one shared atomic per bin per warp, not per lane). */
+        for (int base = warp * 32; base < n; base += SMP_AHEAD * blockDim.x) {
+            uint32_t key[SMP_AHEAD];
+#pragma unroll
+            for (int j = 0; j < SMP_AHEAD; j++) {
+                const int i = base + j * blockDim.x + lane;
+                key[j] = i < n ? smp_key(logits[i]) : 0u;
+            }
+#pragma unroll
+            for (int j = 0; j < SMP_AHEAD; j++) {
+                const int i = base + j * blockDim.x + lane;
+                const bool live = i < n && (key[j] & mask) == prefix;
+                const unsigned bin = live ? (key[j] >> shift) & 255u : 256u;
+                const unsigned peers = __match_any_sync(0xffffffffu, bin);
+                if (live && lane == __ffs(peers) - 1)
+                    atomicAdd(&s.hist[bin], (unsigned)__popc(peers));
+            }
         }
         __syncthreads();
         if (tid == 0) {
@@ -187,43 +204,67 @@ static __global__ void __launch_bounds__(SMP_THREADS)
     const uint32_t T = prefix;
     const unsigned need_eq = s.remaining; /* equal keys to take, smallest ids first */
 
-    /* 2. Gather in index order: all keys > T, and the first need_eq keys == T. */
-    if (tid == 0) {
-        s.n_gt = 0;
-        s.n_eq_taken = 0;
-    }
-    __syncthreads();
-    for (int base = 0; base < n; base += blockDim.x) {
-        const int i = base + tid;
-        const uint32_t key = i < n ? smp_key(logits[i]) : 0u;
-        const bool gt = i < n && key > T, eq = i < n && key == T;
-        const unsigned bgt = __ballot_sync(0xffffffffu, gt), beq = __ballot_sync(0xffffffffu, eq);
+    /* 2. Gather in index order: all keys > T, and the first need_eq keys == T. Warp w takes
+     * the w-th contiguous stretch of the logits: it counts its candidates, a prefix over the
+     * warps' counts places each stretch's after the earlier ones, and a second walk writes them
+     * (ranks within a warp from ballots), so the order is the index order with two barriers in
+     * all rather than a few per 1024 logits. */
+    {
+        const int nw = (int)(blockDim.x >> 5);
+        const int seg = (n + nw - 1) / nw;
+        const int b0 = warp * seg, b1 = min(n, b0 + seg);
+        unsigned c_gt = 0, c_eq = 0;
+        for (int base = b0; base < b1; base += 32 * SMP_AHEAD) {
+            uint32_t key[SMP_AHEAD];
+#pragma unroll
+            for (int j = 0; j < SMP_AHEAD; j++) {
+                const int i = base + 32 * j + lane;
+                key[j] = i < b1 ? smp_key(logits[i]) : 0u;
+            }
+#pragma unroll
+            for (int j = 0; j < SMP_AHEAD; j++) {
+                const int i = base + 32 * j + lane;
+                c_gt += __popc(__ballot_sync(0xffffffffu, i < b1 && key[j] > T));
+                c_eq += __popc(__ballot_sync(0xffffffffu, i < b1 && key[j] == T));
+            }
+        }
         if (lane == 0) {
-            s.warp_cnt[0][warp] = __popc(bgt);
-            s.warp_cnt[1][warp] = __popc(beq);
+            s.warp_cnt[0][warp] = c_gt;
+            s.warp_cnt[1][warp] = c_eq;
         }
         __syncthreads();
-        unsigned off_gt = s.n_gt, off_eq = s.n_eq_taken;
+        unsigned off_gt = 0, off_eq = 0;
         for (int w = 0; w < warp; w++) {
             off_gt += s.warp_cnt[0][w];
             off_eq += s.warp_cnt[1][w];
         }
         const unsigned below = (1u << lane) - 1u;
-        const unsigned r_gt = off_gt + __popc(bgt & below), r_eq = off_eq + __popc(beq & below);
-        /* Slots: the > T candidates take [0, n_gt_total), which is k - need_eq; the == T ones
-         * follow. */
-        if (gt) {
-            s.cl[r_gt] = logits[i];
-            s.ci[r_gt] = i;
-        } else if (eq && r_eq < need_eq) {
-            s.cl[(unsigned)k - need_eq + r_eq] = logits[i];
-            s.ci[(unsigned)k - need_eq + r_eq] = i;
-        }
-        __syncthreads();
-        if (tid == 0) {
-            for (int w = 0; w < (int)(blockDim.x >> 5); w++) {
-                s.n_gt += s.warp_cnt[0][w];
-                s.n_eq_taken += s.warp_cnt[1][w];
+        for (int base = b0; base < b1; base += 32 * SMP_AHEAD) {
+            float v[SMP_AHEAD];
+#pragma unroll
+            for (int j = 0; j < SMP_AHEAD; j++) {
+                const int i = base + 32 * j + lane;
+                v[j] = i < b1 ? logits[i] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < SMP_AHEAD; j++) { /* in index order */
+                const int i = base + 32 * j + lane;
+                const uint32_t key = smp_key(v[j]);
+                const bool gt = i < b1 && key > T, eq = i < b1 && key == T;
+                const unsigned bgt = __ballot_sync(0xffffffffu, gt),
+                               beq = __ballot_sync(0xffffffffu, eq);
+                const unsigned r_gt = off_gt + __popc(bgt & below),
+                               r_eq = off_eq + __popc(beq & below);
+                /* Slots: the > T candidates take [0, k - need_eq); the == T ones follow. */
+                if (gt) {
+                    s.cl[r_gt] = v[j];
+                    s.ci[r_gt] = i;
+                } else if (eq && r_eq < need_eq) {
+                    s.cl[(unsigned)k - need_eq + r_eq] = v[j];
+                    s.ci[(unsigned)k - need_eq + r_eq] = i;
+                }
+                off_gt += __popc(bgt);
+                off_eq += __popc(beq);
             }
         }
         __syncthreads();
