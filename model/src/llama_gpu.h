@@ -22,7 +22,7 @@ void nvl__gpu_session_destroy(struct nvl_gpu_session *gs);
  * CUDA call or a streamed read failed. */
 int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, int32_t n_tok,
                              int32_t pos0, int32_t out_first, float *logits);
-/* How the GPU picks the tokens of nvl__gpu_session_greedy: argmax when NULL, else
+/* How the GPU picks the tokens of nvl__gpu_session_decode: argmax when NULL, else
  * nvl_sampler_sample's stages with these parameters (no repetition penalty; 1 <= top_k <=
  * min(1024, n_vocab - 1)) and the i-th token's draw nvl_sampler_peek_draw(sampler, i). */
 struct nvl_gpu_sampling {
@@ -39,7 +39,7 @@ struct nvl_gpu_sampling {
  * was kept (the first, then each accepted one), which is also the number of tokens picked.
  * *logits_kept: no pass ran past the last kept one, and its logits are in `logits`. -ENOTSUP
  * where this session cannot (layers outside VRAM, graphs off or unavailable): nothing ran. */
-int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
+int nvl__gpu_session_decode(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
                             const struct nvl_gpu_sampling *sampling, nvl_greedy_fn next, void *ctx,
                             int32_t *n_eval, bool *logits_kept, float *logits);
 

@@ -747,7 +747,7 @@ int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, 
     return -ENOTSUP;
 }
 
-int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
+int nvl__gpu_session_decode(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
                             const struct nvl_gpu_sampling *sampling, nvl_greedy_fn next, void *ctx,
                             int32_t *n_eval, bool *logits_kept, float *logits)
 {

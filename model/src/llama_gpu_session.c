@@ -54,8 +54,9 @@ struct nvl_gpu_session {
      * the separate kernels, fewer launches. NVL_GPU_FUSE=0 takes the separate kernels, for
      * comparison (test_gpu_forward checks both give the same logits). */
     bool fuse;
-    /* Greedy decoding on the GPU (nvl__gpu_session_greedy): a pass and the argmax that feeds
-     * it its next token, as one graph; tokens come back through a host-mapped ring. */
+    /* Decoding with the GPU picking the tokens (nvl__gpu_session_decode): a pass and the argmax
+     * or sample that feeds it its next token, as one graph; tokens come back through a
+     * host-mapped ring. */
     cudaGraphExec_t step_graph[2]; /* [0] argmax, [1] sampling */
     int32_t *count;                /* device: tokens picked in this run */
     volatile int32_t *ring;        /* host-mapped: [GPU_RING] tokens, then the published count */
@@ -521,7 +522,7 @@ static int wait_token(struct nvl_gpu_session *gs, int32_t have)
     }
 }
 
-int nvl__gpu_session_greedy(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
+int nvl__gpu_session_decode(struct nvl_gpu_session *gs, int32_t token, int32_t pos0, int32_t steps,
                             const struct nvl_gpu_sampling *sampling, nvl_greedy_fn next, void *ctx,
                             int32_t *n_eval, bool *logits_kept, float *logits)
 {

@@ -261,7 +261,7 @@ static int session_decode_gpu(struct nvl_session *s, const struct nvl_gpu_sampli
     struct greedy_ctx g = {.s = s, .next = next, .ctx = ctx};
     int32_t n_eval = 0;
     bool kept = false;
-    const int rc = nvl__gpu_session_greedy(s->gpu, token, s->n_past, steps, sampling, greedy_next,
+    const int rc = nvl__gpu_session_decode(s->gpu, token, s->n_past, steps, sampling, greedy_next,
                                            &g, &n_eval, &kept, s->logits);
     if (rc)
         return rc;
