@@ -218,6 +218,9 @@ struct nvl_k_sample {
 };
 int nvl__k_sample(const float *logits, int32_t n, const struct nvl_k_sample *p, int32_t *out,
                   cudaStream_t stream);
+/* Whether the sampling kernel does top_k over n logits (what nvl__k_sample refuses with
+ * -ENOTSUP otherwise; the decode loop's caller checks it before its parameters go to the GPU). */
+bool nvl__k_sample_supports(int32_t top_k, int32_t n);
 
 /* Decoding on the GPU (nvl__k_argmax_feed): the argmax (or the sample) of the pass's logits goes to
  * ids[0] as the next pass's token, *pos advances by one, and the token is published to the host

@@ -377,8 +377,8 @@ extern "C" int nvl__k_argmax_feed(const float *logits, int32_t n, const struct n
     if (n < 1 || !f->ids || !f->pos || !f->count || !f->ring || (f->ring_mask & (f->ring_mask + 1)))
         return -EINVAL;
     if (f->sample) {
-        /* The parameters are read when the kernel runs: checked by the caller (n >= 2, top_k in
-         * [1, min(1024, n - 1)], as nvl__k_sample checks them). */
+        /* The parameters are read when the kernel runs: the caller checks top_k with
+         * nvl__k_sample_supports first. */
         if (n < 2 || !f->draws)
             return -EINVAL;
         const struct nvl_k_sample unused = {};
@@ -389,12 +389,17 @@ extern "C" int nvl__k_argmax_feed(const float *logits, int32_t n, const struct n
     return nvl__k_launch_check("argmax_feed");
 }
 
+extern "C" bool nvl__k_sample_supports(int32_t top_k, int32_t n)
+{
+    return top_k >= 1 && top_k <= SMP_MAX_K && top_k < n;
+}
+
 extern "C" int nvl__k_sample(const float *logits, int32_t n, const struct nvl_k_sample *p,
                              int32_t *out, cudaStream_t stream)
 {
     if (n < 2 || !(p->top_p >= 0.0f) || !(p->min_p >= 0.0f) || !(p->u >= 0.0) || !(p->u < 1.0))
         return -EINVAL;
-    if (p->top_k < 1 || p->top_k > SMP_MAX_K || p->top_k >= n)
+    if (!nvl__k_sample_supports(p->top_k, n))
         return -ENOTSUP;
     const struct nvl_k_feed none = {};
     k_sample<false><<<1, SMP_THREADS, 0, stream>>>(logits, n, *p, out, none);

@@ -94,11 +94,11 @@ int nvl_generate(struct nvl_session *session, struct nvl_sampler *sampler, const
         if (!gen_take(&g, token))
             break;
         if (gpu_loop) {
-            /* Evaluations left: one per token still to be generated after this one. */
+            /* Evaluations left: one per token still to be generated after this one (at least
+             * one, as gen_take went on). */
             const int32_t steps =
                 params->n_predict >= 0 ? params->n_predict - st.n_generated : INT32_MAX;
-            rc = nvl_session_sample_gpu(session, sampler, token, steps > 0 ? steps : 1,
-                                        gen_take_gpu, &g);
+            rc = nvl_session_sample_gpu(session, sampler, token, steps, gen_take_gpu, &g);
             if (rc != -ENOTSUP) {
                 if (rc == -ENOSPC) {
                     rc = 0;

@@ -80,6 +80,13 @@ static struct gs_dims dims(const struct nvl_llama_hparams *hp)
     return d;
 }
 
+/* A switch set to "0" in the environment (NVL_GPU_GRAPHS, NVL_GPU_PDL, NVL_GPU_FUSE). */
+static bool env_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, "0") == 0;
+}
+
 uint64_t nvl__gpu_session_vram_bytes(const struct nvl_llama_hparams *hp, int32_t n_ctx,
                                      int32_t n_batch)
 {
@@ -111,8 +118,7 @@ int nvl__gpu_session_create(struct nvl_gpu_model *gm, int32_t n_ctx, int32_t n_b
     gs->n_ctx = n_ctx;
     gs->n_batch = n_batch;
     gs->theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
-    const char *fuse = getenv("NVL_GPU_FUSE");
-    gs->fuse = !(fuse && strcmp(fuse, "0") == 0);
+    gs->fuse = !env_off("NVL_GPU_FUSE");
 
     const struct gs_dims d = dims(hp);
     const size_t B = (size_t)n_batch;
@@ -417,6 +423,21 @@ static int run_pass(struct nvl_gpu_session *gs, int32_t n_tok, int32_t out_first
     return gs_matmul(gs, &gm->output, in, n_out, gs->logits, (size_t)hp->n_vocab, false);
 }
 
+/* Queues the batch's token ids and first position for the pass (through pinned staging). */
+static int upload_batch(struct nvl_gpu_session *gs, const int32_t *tokens, int32_t n_tok,
+                        int32_t pos0)
+{
+    cudaError_t e;
+    memcpy(gs->h_in, tokens, (size_t)n_tok * sizeof(int32_t));
+    gs->h_in[gs->n_batch] = pos0;
+    if ((e = cudaMemcpyAsync(gs->ids, gs->h_in, (size_t)n_tok * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess ||
+        (e = cudaMemcpyAsync(gs->pos, gs->h_in + gs->n_batch, sizeof(int32_t),
+                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess)
+        return nvl__gpu_cuda_err(e, "token upload");
+    return 0;
+}
+
 /* Waits for the pass (sleeping, not spinning) and hands rows of logits to the caller through
  * pinned memory (a pageable copy would spin the CPU for the whole pass). */
 static int fetch_logits(struct nvl_gpu_session *gs, int32_t rows, float *dst)
@@ -446,14 +467,12 @@ static int extra_logits(struct nvl_gpu_session *gs, int32_t first, int32_t n, fl
 
 static bool graphs_enabled(void)
 {
-    const char *v = getenv("NVL_GPU_GRAPHS");
-    return !(v && strcmp(v, "0") == 0);
+    return !env_off("NVL_GPU_GRAPHS");
 }
 
 static bool pdl_enabled(void)
 {
-    const char *v = getenv("NVL_GPU_PDL");
-    return !(v && strcmp(v, "0") == 0);
+    return !env_off("NVL_GPU_PDL");
 }
 
 /* Captures the single-token pass (and with feed, the greedy argmax after it) into *out.
@@ -534,9 +553,8 @@ int nvl__gpu_session_decode(struct nvl_gpu_session *gs, int32_t token, int32_t p
         return -ENOTSUP;
     if (steps < 1 || pos0 < 0 || pos0 + steps > gs->n_ctx || token < 0 || token >= hp->n_vocab)
         return -EINVAL;
-    if (sampling && (sampling->top_k < 1 || sampling->top_k > 1024 ||
-                     sampling->top_k >= hp->n_vocab || !sampling->sampler))
-        return -ENOTSUP; /* what the sampling kernel does not do */
+    if (sampling && (!nvl__k_sample_supports(sampling->top_k, hp->n_vocab) || !sampling->sampler))
+        return -ENOTSUP;
     cudaSetDevice(gm->p.device);
     int rc = 0;
     cudaError_t e;
@@ -559,8 +577,6 @@ int nvl__gpu_session_decode(struct nvl_gpu_session *gs, int32_t token, int32_t p
     pthread_mutex_unlock(&gm->lock);
     if (rc)
         return rc;
-    gs->h_in[0] = token;
-    gs->h_in[gs->n_batch] = pos0;
     gs->ring[GPU_RING] = 0;
     if (sampling) {
         gs->sample->top_k = sampling->top_k;
@@ -568,13 +584,10 @@ int nvl__gpu_session_decode(struct nvl_gpu_session *gs, int32_t token, int32_t p
         gs->sample->min_p = sampling->min_p;
         gs->sample->temperature = sampling->temperature;
     }
-    if ((e = cudaMemcpyAsync(gs->ids, gs->h_in, sizeof(int32_t), cudaMemcpyHostToDevice,
-                             gs->stream)) != cudaSuccess ||
-        (e = cudaMemcpyAsync(gs->pos, gs->h_in + gs->n_batch, sizeof(int32_t),
-                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess ||
-        (e = cudaMemsetAsync(gs->count, 0, sizeof(int32_t), gs->stream)) != cudaSuccess) {
+    if ((rc = upload_batch(gs, &token, 1, pos0)))
+        return rc;
+    if ((e = cudaMemsetAsync(gs->count, 0, sizeof(int32_t), gs->stream)) != cudaSuccess)
         return nvl__gpu_cuda_err(e, "greedy loop start");
-    }
     /* Passes go out GPU_AHEAD ahead of the token read back, so the GPU never waits for the CPU;
      * a stop costs the passes already queued (their KV rows lie past the kept ones). */
     int32_t launched = 0, seen = 0;
@@ -599,26 +612,14 @@ int nvl__gpu_session_decode(struct nvl_gpu_session *gs, int32_t token, int32_t p
         seen++;
         go = next(ctx, tok) && seen < steps;
     }
-    /* The passes still queued (after a stop) finish before the session moves on. */
-    if ((e = cudaEventRecord(gs->done, gs->stream)) != cudaSuccess) {
-        rc = rc ? rc : nvl__gpu_cuda_err(e, "greedy loop");
-    } else {
-        const int rc2 = nvl__gpu_event_wait(gs->done);
-        rc = rc ? rc : rc2;
-    }
+    /* The passes still queued (after a stop) finish before the session moves on; where none ran
+     * past the last kept token, its logits (row 0) come back too. */
+    const bool keep = !rc && launched == seen;
+    const int rc2 = fetch_logits(gs, keep ? 1 : 0, logits);
+    rc = rc ? rc : rc2;
     if (!rc) {
         *n_eval = seen;
-        if (launched == seen) {
-            const size_t bytes = (size_t)hp->n_vocab * sizeof(float);
-            if ((e = cudaMemcpyAsync(gs->h_logits, gs->logits, bytes, cudaMemcpyDeviceToHost,
-                                     gs->stream)) != cudaSuccess ||
-                (e = cudaEventRecord(gs->done, gs->stream)) != cudaSuccess)
-                rc = nvl__gpu_cuda_err(e, "logits copy");
-            else if (!(rc = nvl__gpu_event_wait(gs->done))) {
-                memcpy(logits, gs->h_logits, bytes);
-                *logits_kept = true;
-            }
-        }
+        *logits_kept = keep;
     }
     return rc;
 }
@@ -635,17 +636,9 @@ int nvl__gpu_session_forward(struct nvl_gpu_session *gs, const int32_t *tokens, 
     cudaSetDevice(gm->p.device);
     pthread_mutex_lock(&gm->lock);
 
-    int rc = 0;
-    cudaError_t e;
-    memcpy(gs->h_in, tokens, (size_t)n_tok * sizeof(int32_t));
-    gs->h_in[gs->n_batch] = pos0;
-    if ((e = cudaMemcpyAsync(gs->ids, gs->h_in, (size_t)n_tok * sizeof(int32_t),
-                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess ||
-        (e = cudaMemcpyAsync(gs->pos, gs->h_in + gs->n_batch, sizeof(int32_t),
-                             cudaMemcpyHostToDevice, gs->stream)) != cudaSuccess) {
-        rc = nvl__gpu_cuda_err(e, "token upload");
+    int rc = upload_batch(gs, tokens, n_tok, pos0);
+    if (rc)
         goto out;
-    }
 
     const int32_t first_rows = n_out > GPU_LOGITS_ROWS ? GPU_LOGITS_ROWS : (n_out > 0 ? n_out : 0);
     const bool resident = gm->st.layers[NVL_GPU_TIER_VRAM] == hp->n_layer;
